@@ -1,0 +1,216 @@
+"""One Settings object for the whole program.
+
+Every directory is resolved to an absolute path exactly once, here, at start.
+Everything downstream receives those absolute roots and stores only keys
+relative to them (see forgesyte.storage.paths), so moving the home never
+breaks a stored record.
+
+Precedence, highest first: command-line flags, FORGESYTE_* environment
+variables, the TOML file named by --config / FORGESYTE_CONFIG, defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib
+
+DIR_MODE = 0o750
+
+DEFAULT_VIDEO_EXTENSIONS = (
+    "mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg",
+    "ts", "mts", "m2ts", "wmv", "flv", "3gp",
+)
+DEFAULT_IGNORE_PATTERNS = (
+    ".*", "*.part", "*.partial", "*.tmp", "*.crdownload", "*.download", "~*",
+)
+DEFAULT_PLUGINS = ("metadata",)
+
+
+class ConfigError(Exception):
+    """A setting is unusable; the message is one sentence for the user (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    inbox: Path
+    output: Path
+    state: Path
+    plugins: tuple[str, ...] = DEFAULT_PLUGINS
+    workers: int = 2
+    video_extensions: tuple[str, ...] = DEFAULT_VIDEO_EXTENSIONS
+    ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE_PATTERNS
+    # A file is taken once it has not changed for this many seconds.
+    settle_seconds: float = 2.0
+    # Full inbox re-scan interval, a safety net for lost events.
+    scan_interval: float = 300.0
+    polling: bool = False
+    polling_interval: float = 5.0
+    max_attempts: int = 3
+    plugin_timeout: float = 600.0
+    plugin_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    config_file: Path | None = None
+
+    def with_overrides(self, **changes: Any) -> "Settings":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def default_home(env: Mapping[str, str]) -> Path:
+    """$FORGESYTE_HOME, else systemd's $STATE_DIRECTORY, else XDG data home."""
+    if env.get("FORGESYTE_HOME"):
+        return Path(env["FORGESYTE_HOME"])
+    if env.get("STATE_DIRECTORY"):
+        # systemd may pass several colon-separated directories; the first is ours.
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    xdg = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "share")
+    return Path(xdg) / "forgesyte"
+
+
+def _absolute(path: Path | str) -> Path:
+    # abspath, not resolve(): a symlinked home stays as the user named it, but
+    # the value is absolute and fixed from here on.
+    return Path(os.path.abspath(os.path.expanduser(str(path))))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"Configuration file {path} does not exist.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Configuration file {path} is not valid TOML: {exc}.") from None
+    except OSError as exc:
+        raise ConfigError(f"Configuration file {path} cannot be read: {exc.strerror}.") from None
+
+
+def _as_list(value: Any, name: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",")]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"Setting '{name}' must be a list of strings.")
+    return tuple(v for v in value if v)
+
+
+def _as_number(value: Any, name: str, kind: type, minimum: float) -> Any:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"Setting '{name}' must be a number, not {value!r}.") from None
+    if number < minimum:
+        raise ConfigError(f"Setting '{name}' must be at least {minimum}, not {value!r}.")
+    return number
+
+
+_FILE_KEYS = {f.name for f in fields(Settings)} - {"config_file", "plugin_options"}
+_ENV_KEYS = {
+    "inbox": "FORGESYTE_INBOX",
+    "output": "FORGESYTE_OUTPUT",
+    "state": "FORGESYTE_STATE",
+    "plugins": "FORGESYTE_PLUGINS",
+    "workers": "FORGESYTE_WORKERS",
+}
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge flags > environment > TOML file > defaults into absolute Settings.
+
+    Does not touch the filesystem beyond reading the config file; call
+    `prepare_directories` before using the directories.
+    """
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    env = os.environ if env is None else env
+
+    config_path = flags.get("config") or env.get("FORGESYTE_CONFIG")
+    file_values: dict[str, Any] = {}
+    plugin_options: dict[str, dict[str, Any]] = {}
+    if config_path:
+        config_path = _absolute(config_path)
+        raw = _read_toml(config_path)
+        section = raw.get("forgesyte", raw)
+        for key, value in section.items():
+            if key == "plugin_options" or key == "plugin":
+                if not isinstance(value, dict):
+                    raise ConfigError(f"Setting '{key}' must be a table of plugin names.")
+                plugin_options.update({k: dict(v) for k, v in value.items()})
+            elif isinstance(value, dict):
+                continue  # other tables belong to later features; ignore quietly
+            elif key not in _FILE_KEYS:
+                raise ConfigError(f"Unknown setting '{key}' in {config_path}.")
+            else:
+                file_values[key] = value
+
+    merged: dict[str, Any] = dict(file_values)
+    for key, var in _ENV_KEYS.items():
+        if env.get(var):
+            merged[key] = env[var]
+    merged.update({k: v for k, v in flags.items() if k != "config"})
+
+    home = _absolute(
+        flags.get("home") or env.get("FORGESYTE_HOME") or file_values.get("home") or default_home(env)
+    )
+
+    values: dict[str, Any] = {
+        "home": home,
+        "inbox": _absolute(merged.get("inbox") or home / "inbox"),
+        "output": _absolute(merged.get("output") or home / "output"),
+        "state": _absolute(merged.get("state") or home / "state"),
+        "config_file": config_path or None,
+        "plugin_options": plugin_options,
+    }
+    if "plugins" in merged:
+        values["plugins"] = _as_list(merged["plugins"], "plugins")
+        if not values["plugins"]:
+            raise ConfigError("Setting 'plugins' names no plugin.")
+    if "video_extensions" in merged:
+        values["video_extensions"] = tuple(
+            e.lower().lstrip(".") for e in _as_list(merged["video_extensions"], "video_extensions")
+        )
+    if "ignore_patterns" in merged:
+        values["ignore_patterns"] = _as_list(merged["ignore_patterns"], "ignore_patterns")
+    for name, kind, minimum in (
+        ("workers", int, 1),
+        ("max_attempts", int, 1),
+        ("settle_seconds", float, 0.0),
+        ("scan_interval", float, 1.0),
+        ("polling_interval", float, 0.1),
+        ("plugin_timeout", float, 1.0),
+    ):
+        if name in merged:
+            values[name] = _as_number(merged[name], name, kind, minimum)
+    if "polling" in merged:
+        values["polling"] = bool(merged["polling"])
+    return Settings(**values)
+
+
+def prepare_directories(settings: Settings, create: bool = True) -> None:
+    """Create missing directories (0750) and check each is a writable directory.
+
+    Raises ConfigError with one sentence naming the bad path.
+    """
+    for name in ("inbox", "output", "state"):
+        path: Path = getattr(settings, name)
+        if create and not os.path.lexists(path):
+            try:
+                os.makedirs(path, mode=DIR_MODE, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"Cannot create the {name} directory {path}: {exc.strerror}."
+                ) from None
+        if not path.exists():
+            raise ConfigError(f"The {name} directory {path} does not exist.")
+        if not path.is_dir():
+            raise ConfigError(f"The {name} path {path} exists but is not a directory.")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"The {name} directory {path} is not writable by this user.")

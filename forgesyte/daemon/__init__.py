@@ -1,0 +1,1 @@
+"""The daemon: watching the inbox, settling files, scheduling jobs onto workers."""

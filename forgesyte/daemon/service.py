@@ -1,0 +1,359 @@
+"""The daemon's lifecycle and its one loop.
+
+Data flows one way: inbox event -> settle gate -> hash -> job record
+(pending) -> worker runs plugins -> results document -> record completed or
+failed. Everything that writes the job store happens on this loop's thread,
+so the store needs no locking of its own; watchdog and the hashing/scanning
+threads only hand work to the loop through queues and futures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import signal
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from forgesyte import __version__
+from forgesyte.config import Settings
+from forgesyte.daemon import control, mailbox
+from forgesyte.daemon.lock import StateLock
+from forgesyte.daemon.selection import Selection
+from forgesyte.daemon.settle import SettleGate, signature
+from forgesyte.daemon.watch import FILE, SCAN, InboxWatcher, scan
+from forgesyte.daemon.workers import WorkerEvent, WorkerPool
+from forgesyte.storage.jobs import COMPLETED, FAILED, PENDING, RUNNING, JobStore
+from forgesyte.storage.paths import Root, UnsafeKey
+from forgesyte.storage.results import ResultsMissing, ResultStore
+
+log = logging.getLogger("forgesyte.daemon")
+
+TICK = 0.05
+HASH_CHUNK = 4 * 1024 * 1024
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Hashing:
+    key: str
+    stat: os.stat_result
+    future: Future
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, once: bool = False, log_level: int = logging.INFO):
+        self.settings = settings
+        self.once = once
+        self.log_level = log_level
+        self.inbox = Root(settings.inbox)
+        self.results = ResultStore(settings.output)
+        self.selection = Selection(settings.video_extensions, settings.ignore_patterns)
+        self.gate = SettleGate(self.inbox, settings.settle_seconds, trust_ctime=not settings.polling)
+        self.stopping = False
+        self.pending: dict[str, None] = {}  # ordered set of job ids to dispatch
+        self.waiting: dict[str, list[str]] = {}  # original id -> duplicates waiting for it
+        self.hashing: dict[str, Hashing] = {}
+        self.failed_this_run = 0
+        self._progress_written: dict[str, float] = {}
+        self._scan_future: Future | None = None
+        self._next_scan = 0.0
+        self._inbox_missing = False
+
+    # -- lifecycle -----------------------------------------------------------
+    def _on_signal(self, signum, _frame) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        self.stopping = True
+
+    def run(self) -> int:
+        lock = StateLock(self.settings.state)
+        if not lock.acquire():
+            raise AlreadyRunning(
+                f"Another ForgeSyte daemon already holds the state folder {self.settings.state}."
+            )
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        self.store = JobStore(self.settings.state)
+        self.hasher = ThreadPoolExecutor(1, thread_name_prefix="forgesyte-hash")
+        self.scanner = ThreadPoolExecutor(1, thread_name_prefix="forgesyte-scan")
+        self.pool = None
+        self.watcher = InboxWatcher(
+            self.inbox, self.selection, self.settings.polling, self.settings.polling_interval
+        )
+        try:
+            self._recover()
+            self.pool = WorkerPool(
+                self.settings.workers, str(self.settings.output), self.settings.plugin_timeout,
+                self.log_level,
+            )
+            self.watcher.start()
+            self._start_scan()
+            log.info("ForgeSyte %s started: %d workers, plugins %s", __version__,
+                     self.settings.workers, ",".join(self.settings.plugins))
+            print(f"ForgeSyte is watching {self.settings.inbox}", flush=True)
+            print(f"Results go to {self.settings.output}", flush=True)
+            self._loop()
+        finally:
+            self._shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            lock.release()
+        return 1 if (self.once and self.failed_this_run) else 0
+
+    def _recover(self) -> None:
+        """Jobs left running by a crash go back to pending, until they run out of attempts."""
+        for job in self.store.with_status(RUNNING):
+            if job["attempts"] >= self.settings.max_attempts:
+                self.store.fail(job["id"], (
+                    f"Gave up after {job['attempts']} attempts: the daemon stopped "
+                    "while this job was running each time."
+                ))
+                log.warning("job %s %s: failed after %d interrupted attempts",
+                            job["id"], job["input"], job["attempts"])
+            else:
+                self.store.requeue(job["id"], count_attempt=True)
+                log.info("job %s %s: interrupted by a crash, back to pending", job["id"], job["input"])
+        for job in self.store.with_status(PENDING):
+            self.pending[job["id"]] = None
+
+    def _shutdown(self) -> None:
+        self.watcher.stop()
+        self.hasher.shutdown(wait=False, cancel_futures=True)
+        self.scanner.shutdown(wait=False, cancel_futures=True)
+        if self.pool is not None:
+            for job_id in self.pool.shutdown():
+                self.store.requeue(job_id, count_attempt=False)
+                log.info("job %s: stopped with the daemon, back to pending", job_id)
+        self.store.close()
+        log.info("stopped")
+
+    # -- the loop ------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self.stopping:
+            self._maintain()
+            if not self._inbox_missing:
+                self._drain_events()
+                for ready in self.gate.poll():
+                    self._start_hash(ready.key, ready.stat)
+                self._collect_hashes()
+            mailbox.serve(self.settings.state, self._handle_request)
+            self._dispatch()
+            for event in self.pool.poll(TICK):
+                self._apply(event)
+            if self.once and self._drained():
+                break
+
+    def _drained(self) -> bool:
+        return (
+            self._scan_future is not None and self._scan_future.done()
+            and self.watcher.events.empty() and not self.gate and not self.hashing
+            and not self.pending and not self.waiting and not self.pool.busy_jobs
+        )
+
+    def _maintain(self) -> None:
+        present = os.path.isdir(self.settings.inbox)
+        if not present and not self._inbox_missing:
+            self._inbox_missing = True
+            log.error("the inbox %s is gone (unmounted?); intake paused until it returns",
+                      self.settings.inbox)
+            self.watcher.stop()
+        elif present and self._inbox_missing:
+            self._inbox_missing = False
+            log.warning("the inbox %s is back; resuming intake", self.settings.inbox)
+            self.watcher.start()
+            self._start_scan()
+        elif present and not self.watcher.healthy():
+            log.error("the inbox observer died; restarting it and rescanning")
+            self.watcher.restart()
+            self._start_scan()
+        if not self.once and time.monotonic() >= self._next_scan and not self._inbox_missing:
+            self._start_scan()
+        if self._scan_future is not None and self._scan_future.done():
+            exc = self._scan_future.exception()
+            if exc is not None:
+                log.error("inbox scan failed: %s", exc)
+
+    def _start_scan(self) -> None:
+        if self._scan_future is not None and not self._scan_future.done():
+            return
+        self._next_scan = time.monotonic() + self.settings.scan_interval
+        self._scan_future = self.scanner.submit(self._scan_into_queue, None)
+
+    def _scan_into_queue(self, under: str | None) -> None:
+        for key in scan(self.inbox, self.selection, under):
+            self.watcher.events.put((FILE, key))
+
+    # -- intake: events -> settle -> hash -> job ------------------------------
+    def _drain_events(self) -> None:
+        while True:
+            try:
+                kind, key = self.watcher.events.get_nowait()
+            except queue.Empty:
+                return
+            if kind == SCAN:
+                self.scanner.submit(self._scan_into_queue, key)
+            elif key in self.gate.candidates or key in self.hashing:
+                self.gate.observe(key)
+            elif not self._known(key):
+                self.gate.observe(key)
+
+    def _known(self, key: str) -> bool:
+        """Same size and mtime as the newest job for this path: nothing new to see."""
+        latest = self.store.latest_for_input(key)
+        if latest is None:
+            return False
+        try:
+            st = os.stat(self.inbox.path_for(key))
+        except (OSError, UnsafeKey):
+            return True  # gone or unsafe: nothing to take
+        return (st.st_size, st.st_mtime_ns) == (latest["size"], latest["mtime_ns"])
+
+    def _start_hash(self, key: str, st: os.stat_result) -> None:
+        path = str(self.inbox.path_for(key))
+        self.hashing[key] = Hashing(key, st, self.hasher.submit(sha256_file, path))
+
+    def _collect_hashes(self) -> None:
+        for key in [k for k, h in self.hashing.items() if h.future.done()]:
+            item = self.hashing.pop(key)
+            try:
+                sha = item.future.result()
+                after = os.stat(self.inbox.path_for(key))
+            except (OSError, UnsafeKey) as exc:
+                log.warning("cannot read %s (%s); will look again when it changes", key, exc)
+                continue
+            if signature(after) != signature(item.stat):
+                self.gate.observe(key)  # changed while hashing: not settled after all
+                continue
+            self._intake(key, after, sha)
+
+    def _intake(self, key: str, st: os.stat_result, sha: str) -> None:
+        latest = self.store.latest_for_input(key)
+        if latest is not None and latest["sha256"] == sha:
+            if latest["mtime_ns"] != st.st_mtime_ns:
+                self.store.touch_input(latest["id"], st.st_mtime_ns)
+            if latest["status"] == PENDING:
+                self.pending[latest["id"]] = None
+            return
+        original = self.store.first_with_sha(sha)
+        duplicate_of = (
+            original["id"]
+            if original is not None and original["plugins"] == list(self.settings.plugins)
+            else None
+        )
+        if latest is not None and latest["status"] == PENDING:
+            job = self.store.resettle(latest["id"], size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                      sha256=sha, duplicate_of=duplicate_of)
+            log.info("job %s %s: input changed before it ran; updated", job["id"], key)
+        else:
+            job = self.store.create(key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha,
+                                    plugins=self.settings.plugins, duplicate_of=duplicate_of)
+            log.info("job %s %s: pending%s", job["id"], key,
+                     f" (same content as {duplicate_of})" if duplicate_of else "")
+        self.pending[job["id"]] = None
+
+    # -- dispatch: pending -> running -----------------------------------------
+    def _dispatch(self) -> None:
+        if self._inbox_missing:
+            return
+        while self.pool.idle and self.pending:
+            job_id = next(iter(self.pending))
+            del self.pending[job_id]
+            job = self.store.get(job_id)
+            if job["status"] != PENDING:
+                continue
+            if job["duplicate_of"] and self._reuse(job):
+                continue
+            try:
+                path = self.inbox.path_for(job["input"])
+                st = os.stat(path)
+            except UnsafeKey:
+                self._finish(job_id, "failed", None, "The input now leads outside the inbox.")
+                continue
+            except FileNotFoundError:
+                self._finish(job_id, "failed", None,
+                             f"The input file {job['input']} disappeared before it was processed.")
+                continue
+            if (st.st_size, st.st_mtime_ns) != (job["size"], job["mtime_ns"]):
+                latest = self.store.latest_for_input(job["input"])
+                if latest["id"] != job_id:
+                    self._finish(job_id, "failed", None, (
+                        f"The input {job['input']} has changed since this job was made; "
+                        f"its new content is job {latest['id']}."))
+                else:
+                    self.gate.observe(job["input"])  # re-settle; intake updates this job
+                continue
+            job = self.store.claim(job_id)
+            log.info("job %s %s: running (attempt %d)", job_id, job["input"], job["attempts"])
+            self.pool.submit({
+                "job_id": job_id,
+                "input": job["input"],
+                "input_path": str(path),
+                "folder": ResultStore.job_folder_key(job["input"], job_id),
+                "plugins": job["plugins"],
+                "options": {k: dict(v) for k, v in self.settings.plugin_options.items()},
+            })
+
+    def _reuse(self, job: dict[str, Any]) -> bool:
+        """A duplicate takes its original's result. False: run the plugins after all."""
+        original = self.store.get(job["duplicate_of"])
+        if original["status"] in (PENDING, RUNNING):
+            self.waiting.setdefault(original["id"], []).append(job["id"])
+            return True
+        if original["status"] == FAILED:
+            self._finish(job["id"], "failed", None, original["error"])
+            return True
+        try:
+            document = self.results.read(original["output"])
+        except (ResultsMissing, UnsafeKey):
+            return False
+        folder = ResultStore.job_folder_key(job["input"], job["id"])
+        key = self.results.write(folder, {
+            "job_id": job["id"], "input": job["input"],
+            "duplicate_of": original["id"], "plugins": document.get("plugins", {}),
+        })
+        self._finish(job["id"], "completed", key, None)
+        return True
+
+    # -- outcomes -------------------------------------------------------------
+    def _apply(self, event: WorkerEvent) -> None:
+        if event.kind == "progress":
+            now = time.monotonic()
+            if now - self._progress_written.get(event.job_id, 0.0) >= 1.0:
+                self._progress_written[event.job_id] = now
+                self.store.set_progress(event.job_id, event.value)
+            return
+        outcome = event.value
+        self._finish(event.job_id, outcome["status"], outcome.get("output"), outcome.get("error"))
+
+    def _finish(self, job_id: str, status: str, output: str | None, error: str | None) -> None:
+        self._progress_written.pop(job_id, None)
+        if status == COMPLETED:
+            job = self.store.complete(job_id, output)
+            log.info("job %s %s: completed", job_id, job["input"])
+        else:
+            job = self.store.fail(job_id, error or "The job failed.", output)
+            self.failed_this_run += 1
+            log.warning("job %s %s: failed: %s", job_id, job["input"], job["error"])
+        for waiting_id in self.waiting.pop(job_id, []):
+            self.pending[waiting_id] = None
+
+    # -- requests from the CLI ------------------------------------------------
+    def _handle_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        answer = control.apply(self.store, request)
+        if answer.get("ok") and request.get("op") == "retry":
+            self.pending[answer["job"]["id"]] = None
+        return answer

@@ -1,0 +1,1 @@
+"""Plugins: the protocol (base), discovery (registry), and the built-ins."""

@@ -1,0 +1,1 @@
+"""Storage: the job store (TinyDB) and the result store (relative keys <-> files)."""
