@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -212,5 +213,15 @@ def prepare_directories(settings: Settings, create: bool = True) -> None:
             raise ConfigError(f"The {name} directory {path} does not exist.")
         if not path.is_dir():
             raise ConfigError(f"The {name} path {path} exists but is not a directory.")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise ConfigError(f"The {name} directory {path} is not writable by this user.")
+        _check_writable(name, path)
+
+
+def _check_writable(name: str, path: Path) -> None:
+    """Really create a file: os.access() says yes to root on read-only mounts."""
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"The {name} directory {path} is not writable by this user ({exc.strerror})."
+        ) from None
