@@ -51,6 +51,8 @@ class Settings:
     ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE_PATTERNS
     # A file is taken once it has not changed for this many seconds.
     settle_seconds: float = 2.0
+    # A file held open this long without changing is taken anyway (lost close events, readers).
+    open_timeout: float = 300.0
     # Full inbox re-scan interval, a safety net for lost events.
     scan_interval: float = 300.0
     polling: bool = False
@@ -184,6 +186,7 @@ def load_settings(
         ("workers", int, 1),
         ("max_attempts", int, 1),
         ("settle_seconds", float, 0.0),
+        ("open_timeout", float, 0.0),
         ("scan_interval", float, 1.0),
         ("polling_interval", float, 0.1),
         ("plugin_timeout", float, 1.0),

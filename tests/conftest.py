@@ -159,3 +159,19 @@ def home(tmp_path) -> Home:
             except ProcessLookupError:
                 pass
             proc.wait(timeout=10)
+
+
+def register_test_plugin(home, plugin_dir, name, ref):
+    """Register a plugin through a real entry point: a .dist-info on PYTHONPATH."""
+    dist = plugin_dir / f"{name}_testplugin-0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}-testplugin\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text(f"[forgesyte.plugins]\n{name} = {ref}\n")
+    original_env = home.env
+
+    def env():
+        e = original_env()
+        e["PYTHONPATH"] = str(plugin_dir) + (":" + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+        return e
+
+    home.env = env

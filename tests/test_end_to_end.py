@@ -6,7 +6,7 @@ import json
 import shutil
 import signal
 
-from tests.conftest import CLIPS, wait_until
+from tests.conftest import CLIPS, register_test_plugin, wait_until
 
 
 def test_dropped_video_completes_with_known_metadata(home, videos):
@@ -136,29 +136,13 @@ def test_sigterm_mid_job_returns_it_to_pending(home, videos, tmp_path):
         "        time.sleep(60)\n"
         "        return {}\n"
     )
-    _register_test_plugin(home, plugin_dir, "slow", "slow_plugin:Slow")
+    register_test_plugin(home, plugin_dir, "slow", "slow_plugin:Slow")
     proc = home.start("--plugins", "slow")
     home.drop(videos["clip.mp4"], "clip.mp4")
     home.wait_status("clip.mp4", ("running",))
     assert home.stop(proc) == 0
     job = home.json("show", "clip.mp4")
     assert job["status"] == "pending" and job["attempts"] == 0
-
-
-def _register_test_plugin(home, plugin_dir, name, ref):
-    """Register a plugin through a real entry point: a .dist-info on PYTHONPATH."""
-    dist = plugin_dir / f"{name}_testplugin-0.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}-testplugin\nVersion: 0.0\n")
-    (dist / "entry_points.txt").write_text(f"[forgesyte.plugins]\n{name} = {ref}\n")
-    original_env = home.env
-
-    def env():
-        e = original_env()
-        e["PYTHONPATH"] = str(plugin_dir) + (":" + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
-        return e
-
-    home.env = env
 
 
 def test_retry_while_daemon_runs(home, videos):

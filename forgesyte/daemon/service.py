@@ -25,7 +25,7 @@ from forgesyte.daemon import control, mailbox
 from forgesyte.daemon.lock import StateLock
 from forgesyte.daemon.selection import Selection
 from forgesyte.daemon.settle import SettleGate, signature
-from forgesyte.daemon.watch import FILE, SCAN, InboxWatcher, scan
+from forgesyte.daemon.watch import CLOSED, FILE, OPENED, SCAN, InboxWatcher, scan
 from forgesyte.daemon.workers import WorkerEvent, WorkerPool
 from forgesyte.storage.jobs import COMPLETED, FAILED, PENDING, RUNNING, JobStore
 from forgesyte.storage.paths import Root, UnsafeKey
@@ -64,16 +64,25 @@ class Daemon:
         self.inbox = Root(settings.inbox)
         self.results = ResultStore(settings.output)
         self.selection = Selection(settings.video_extensions, settings.ignore_patterns)
-        self.gate = SettleGate(self.inbox, settings.settle_seconds, trust_ctime=not settings.polling)
+        self.open_handles: dict[str, int] = {}  # inbox key -> handles open, from inotify
+        self.gate = SettleGate(
+            self.inbox, settings.settle_seconds, trust_ctime=not settings.polling,
+            is_open=lambda key: self.open_handles.get(key, 0) > 0,
+            open_timeout=settings.open_timeout,
+        )
         self.stopping = False
         self.pending: dict[str, None] = {}  # ordered set of job ids to dispatch
         self.waiting: dict[str, list[str]] = {}  # original id -> duplicates waiting for it
         self.hashing: dict[str, Hashing] = {}
+        self.parked: list[str] = []  # pending jobs waiting for an empty inbox to fill again
         self.failed_this_run = 0
         self._progress_written: dict[str, float] = {}
         self._scan_future: Future | None = None
         self._next_scan = 0.0
         self._inbox_missing = False
+        # An inbox that is a mount point at start must stay one: an unmounted
+        # share leaves an empty directory behind, which is not the inbox.
+        self._inbox_was_mount = os.path.ismount(settings.inbox)
 
     # -- lifecycle -----------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
@@ -131,7 +140,7 @@ class Daemon:
             self.pending[job["id"]] = None
 
     def _shutdown(self) -> None:
-        self.watcher.stop()
+        self.watcher.close()
         self.hasher.shutdown(wait=False, cancel_futures=True)
         self.scanner.shutdown(wait=False, cancel_futures=True)
         if self.pool is not None:
@@ -164,13 +173,20 @@ class Daemon:
             and not self.pending and not self.waiting and not self.pool.busy_jobs
         )
 
+    def _inbox_available(self) -> bool:
+        if not os.path.isdir(self.settings.inbox):
+            return False
+        return not self._inbox_was_mount or os.path.ismount(self.settings.inbox)
+
     def _maintain(self) -> None:
-        present = os.path.isdir(self.settings.inbox)
+        present = self._inbox_available()
         if not present and not self._inbox_missing:
             self._inbox_missing = True
-            log.error("the inbox %s is gone (unmounted?); intake paused until it returns",
-                      self.settings.inbox)
+            log.error("the inbox %s is gone (unmounted?); intake paused until it returns; "
+                      "no job is failed or re-queued because of it", self.settings.inbox)
             self.watcher.stop()
+            self.gate.candidates.clear()
+            self.open_handles.clear()
         elif present and self._inbox_missing:
             self._inbox_missing = False
             log.warning("the inbox %s is back; resuming intake", self.settings.inbox)
@@ -179,7 +195,13 @@ class Daemon:
         elif present and not self.watcher.healthy():
             log.error("the inbox observer died; restarting it and rescanning")
             self.watcher.restart()
-            self._start_scan()
+            self.open_handles.clear()
+            self._start_scan(force=True)
+        if self.watcher.overflow.flag.is_set():
+            self.watcher.overflow.flag.clear()
+            log.warning("inotify queue overflowed: events were lost; rescanning the inbox now")
+            self.open_handles.clear()  # close events may be among the lost ones
+            self._start_scan(force=True)
         if not self.once and time.monotonic() >= self._next_scan and not self._inbox_missing:
             self._start_scan()
         if self._scan_future is not None and self._scan_future.done():
@@ -187,8 +209,10 @@ class Daemon:
             if exc is not None:
                 log.error("inbox scan failed: %s", exc)
 
-    def _start_scan(self) -> None:
-        if self._scan_future is not None and not self._scan_future.done():
+    def _start_scan(self, force: bool = False) -> None:
+        """Queue a full scan; `force` queues one even if a scan is running (it may
+        have passed the files that lost their events already)."""
+        if not force and self._scan_future is not None and not self._scan_future.done():
             return
         self._next_scan = time.monotonic() + self.settings.scan_interval
         self._scan_future = self.scanner.submit(self._scan_into_queue, None)
@@ -204,7 +228,13 @@ class Daemon:
                 kind, key = self.watcher.events.get_nowait()
             except queue.Empty:
                 return
-            if kind == SCAN:
+            if kind == OPENED:
+                self.open_handles[key] = self.open_handles.get(key, 0) + 1
+            elif kind == CLOSED:
+                left = self.open_handles.pop(key, 0) - 1
+                if left > 0:
+                    self.open_handles[key] = left
+            elif kind == SCAN:
                 self.scanner.submit(self._scan_into_queue, key)
             elif key in self.gate.candidates or key in self.hashing:
                 self.gate.observe(key)
@@ -266,9 +296,20 @@ class Daemon:
         self.pending[job["id"]] = None
 
     # -- dispatch: pending -> running -----------------------------------------
+    def _inbox_empty(self) -> bool:
+        try:
+            with os.scandir(self.settings.inbox) as entries:
+                return next(entries, None) is None
+        except OSError:
+            return True
+
     def _dispatch(self) -> None:
         if self._inbox_missing:
             return
+        if self.parked and not self._inbox_empty():
+            for job_id in self.parked:
+                self.pending[job_id] = None
+            self.parked.clear()
         while self.pool.idle and self.pending:
             job_id = next(iter(self.pending))
             del self.pending[job_id]
@@ -284,6 +325,12 @@ class Daemon:
                 self._finish(job_id, "failed", None, "The input now leads outside the inbox.")
                 continue
             except FileNotFoundError:
+                if self._inbox_empty():
+                    # All inputs gone at once looks like an unmounted share, not a deletion.
+                    log.error("job %s %s: input missing and the inbox is empty (unmounted?); "
+                              "the job stays pending", job_id, job["input"])
+                    self.parked.append(job_id)
+                    continue
                 self._finish(job_id, "failed", None,
                              f"The input file {job['input']} disappeared before it was processed.")
                 continue

@@ -11,12 +11,20 @@ we started), it is ready at once. ctime cannot be set by a writer, so a copy
 tool that preserves mtimes cannot fool it; the shortcut is off in polling
 mode, where the file server's clock may disagree with ours.
 
+A file with an open handle (seen through inotify open/close events) is not
+ready however long it has been quiet, so a writer that pauses mid-copy for
+longer than the window still never yields a partial job. Because a close
+event can be lost (queue overflow) and a reader (a media player) also holds
+handles, an open file that has not changed for `open_timeout` seconds is
+taken anyway, with a warning.
+
 The caller confirms once more after hashing (size and mtime unchanged), and
 the daemon checks again when a worker picks the job up.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import stat as statmod
 import time
@@ -24,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from forgesyte.storage.paths import Root, UnsafeKey
+
+log = logging.getLogger("forgesyte.settle")
 
 
 def signature(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -49,6 +59,8 @@ class SettleGate:
     inbox: Root
     quiet: float
     trust_ctime: bool = True
+    is_open: Callable[[str], bool] = lambda key: False
+    open_timeout: float = 300.0
     clock: Callable[[], float] = time.monotonic
     wallclock: Callable[[], float] = time.time
     candidates: dict[str, Candidate] = field(default_factory=dict)
@@ -101,7 +113,12 @@ class SettleGate:
             old_already = self.trust_ctime and (
                 self.wallclock() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 >= self.quiet
             )
+            if self.is_open(key) and quiet_for < self.open_timeout:
+                cand.next_check = now + self.interval
+                continue
             if quiet_for >= self.quiet or old_already:
+                if self.is_open(key):
+                    log.warning("%s is still open but unchanged for %.0f s; taking it", key, quiet_for)
                 del self.candidates[key]
                 ready.append(Ready(key, st))
             else:

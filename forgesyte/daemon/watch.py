@@ -23,8 +23,24 @@ from forgesyte.storage.paths import Root, UnsafeKey
 
 log = logging.getLogger("forgesyte.watch")
 
-FILE = "file"
-SCAN = "scan"
+FILE = "file"  # something happened to this file: look at it
+SCAN = "scan"  # a directory appeared: scan it
+OPENED = "opened"  # a handle was opened on this file
+CLOSED = "closed"  # a handle was closed (after writing or not)
+
+
+class OverflowDetector(logging.Handler):
+    """Watchdog rebuilds its inotify watches after a kernel queue overflow but
+    only logs it; this turns that log record into a flag so the daemon rescans
+    at once instead of waiting for the periodic scan."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.flag = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.flag.set()
 
 
 class InboxHandler(FileSystemEventHandler):
@@ -42,7 +58,7 @@ class InboxHandler(FileSystemEventHandler):
             return None
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write", "deleted"):
+        if event.event_type == "deleted":
             return
         path = getattr(event, "dest_path", "") or event.src_path
         key = self._key(path)
@@ -52,7 +68,15 @@ class InboxHandler(FileSystemEventHandler):
             if event.event_type in ("created", "moved") and self.selection.wants_dir(key):
                 self.events.put((SCAN, key))
         elif self.selection.wants(key):
-            self.events.put((FILE, key))
+            if event.event_type == "opened":
+                self.events.put((OPENED, key))
+            elif event.event_type == "closed_no_write":
+                self.events.put((CLOSED, key))
+            elif event.event_type == "closed":
+                self.events.put((CLOSED, key))
+                self.events.put((FILE, key))
+            else:
+                self.events.put((FILE, key))
 
 
 def scan(inbox: Root, selection: Selection, under: str | None = None) -> Iterator[str]:
@@ -79,6 +103,8 @@ class InboxWatcher:
         self.events: "queue.Queue[tuple[str, str]]" = queue.Queue()
         self._observer = None
         self._lock = threading.Lock()
+        self.overflow = OverflowDetector()
+        logging.getLogger("watchdog.observers").addHandler(self.overflow)
 
     def start(self) -> None:
         with self._lock:
@@ -109,3 +135,7 @@ class InboxWatcher:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def close(self) -> None:
+        self.stop()
+        logging.getLogger("watchdog.observers").removeHandler(self.overflow)

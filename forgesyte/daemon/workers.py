@@ -84,9 +84,22 @@ def _run_chain(task: dict[str, Any], plugins: dict, results, send) -> dict[str, 
     return {"status": "failed" if error else "completed", "output": key, "error": error}
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this worker if the daemon dies, even by kill -9 (no orphans)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 def worker_main(conn: Connection, output_root: str, log_level: int) -> None:
     # Own process group: a timeout kill takes any children (ffmpeg, ...) with it.
     os.setsid()
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
