@@ -122,5 +122,6 @@ class SettleGate:
                 del self.candidates[key]
                 ready.append(Ready(key, st))
             else:
-                cand.next_check = now + self.interval
+                # Look again soon, and exactly when the window would expire.
+                cand.next_check = min(now + self.interval, cand.since + self.quiet)
         return ready
