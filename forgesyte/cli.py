@@ -279,6 +279,30 @@ def retry(ctx: click.Context, job: str) -> None:
 
 
 @cli.command()
+@click.option("--older-than", "older_than", required=True, metavar="DURATION",
+              help="Age of the finish time, e.g. 30d, 12h, 90m.")
+@click.option("--outputs", is_flag=True, help="Also delete the pruned jobs' result folders.")
+@click.pass_context
+def prune(ctx: click.Context, older_than: str, outputs: bool) -> None:
+    """Remove old completed/failed records (never pending or running ones)."""
+    from forgesyte.config import parse_duration
+    from forgesyte.daemon.control import ControlError, request
+
+    try:
+        seconds = parse_duration(older_than)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    settings = _settings(ctx)
+    _ready_dirs(settings, create=True)
+    try:
+        answer = request(settings, {"op": "prune", "older_than_s": seconds, "outputs": outputs})
+    except ControlError as exc:
+        raise UserError(str(exc)) from None
+    folders = f" and {answer['folders']} result folders" if outputs else ""
+    click.echo(f"Pruned {answer['removed']} job records{folders}.")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (a list) on stdout.")
 def plugins(as_json: bool) -> None:
     """Installed plugins: name, version, description (and load errors)."""

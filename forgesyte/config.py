@@ -39,6 +39,28 @@ class ConfigError(Exception):
     """A setting is unusable; the message is one sentence for the user (exit 2)."""
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """'90s', '15m', '12h', '30d', '2w' (or a number of seconds) -> seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        value = str(text).strip().lower()
+        unit = value[-1:] if value[-1:] in _UNITS else "s"
+        number = value[:-1] if value[-1:] in _UNITS else value
+        try:
+            seconds = float(number) * _UNITS[unit]
+        except ValueError:
+            raise ConfigError(
+                f"{text!r} is not a duration; use a number with s, m, h, d or w, e.g. 30d."
+            ) from None
+    if seconds <= 0:
+        raise ConfigError(f"A duration must be positive, not {text!r}.")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -59,6 +81,9 @@ class Settings:
     polling_interval: float = 5.0
     max_attempts: int = 3
     plugin_timeout: float = 600.0
+    # Finished jobs older than this many seconds are pruned by the daemon (None: keep all).
+    retention: float | None = None
+    retention_outputs: bool = False
     plugin_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     config_file: Path | None = None
 
@@ -195,6 +220,10 @@ def load_settings(
             values[name] = _as_number(merged[name], name, kind, minimum)
     if "polling" in merged:
         values["polling"] = bool(merged["polling"])
+    if merged.get("retention") not in (None, "", "never"):
+        values["retention"] = parse_duration(merged["retention"])
+    if "retention_outputs" in merged:
+        values["retention_outputs"] = bool(merged["retention_outputs"])
     return Settings(**values)
 
 

@@ -102,3 +102,23 @@ def test_cli_runner_help_and_version():
     with pytest.raises(SystemExit) as info:
         cli.main(["--version"], prog_name="forgesyte")
     assert info.value.code == 0
+
+
+def test_prune_with_and_without_daemon(home, videos):
+    home.drop(videos["clip.mp4"], "a.mp4")
+    (home.inbox / "b.mp4").write_text("junk")
+    assert home.start("--once").wait(timeout=60) == 1
+    a = home.json("show", "a.mp4")
+    assert home.cli("prune", "--older-than", "1h").stdout.strip() == "Pruned 0 job records."
+    bad = home.cli("prune", "--older-than", "soon")
+    assert bad.returncode == 1 and "not a duration" in bad.stderr
+    proc = home.start()  # with a daemon, the request goes through it
+    out = home.cli("prune", "--older-than", "0.001s", "--outputs")
+    assert out.returncode == 0 and out.stdout.strip() == "Pruned 2 job records and 2 result folders."
+    assert home.json("status")["total"] == 0
+    assert not (home.output / a["output"]).exists()
+    # The files are still in the inbox: pruning must not make them new jobs.
+    home.drop(videos["clip.webm"], "c.webm")
+    home.wait_status("c.webm")
+    assert [j["input"] for j in home.jobs()] == ["c.webm"]
+    assert home.stop(proc) == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import threading
 import re
 import signal
 import subprocess
@@ -12,6 +14,7 @@ import time
 
 import pytest
 
+from forgesyte.storage.archive import SEGMENT_SIZE
 from forgesyte.storage.jobs import IllegalTransition, JobIds, JobNotFound, AmbiguousJob, JobStore
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -85,11 +88,12 @@ def test_reopen_rebuilds_indexes(tmp_path):
     store = JobStore(tmp_path)
     a = make(store, "k.mp4", "c" * 64)
     store.close()
-    again = JobStore(tmp_path, readonly=True)
-    assert again.latest_for_input("k.mp4")["id"] == a["id"]
-    assert again.first_with_sha("c" * 64)["id"] == a["id"]
+    reader = JobStore(tmp_path, readonly=True)
+    assert reader.latest_for_input("k.mp4")["id"] == a["id"]
     with pytest.raises(PermissionError):
-        make(again, "z.mp4")
+        make(reader, "z.mp4")
+    writer = JobStore(tmp_path)
+    assert writer.first_with_sha("c" * 64)["id"] == a["id"]
 
 
 WRITER = """
@@ -107,20 +111,154 @@ while True:
 """
 
 
-def test_kill_9_during_writes_leaves_a_loadable_store(tmp_path):
-    """A real writer process killed at varied instants; the file must always load."""
+def test_kill_9_during_writes_and_seals_leaves_a_consistent_store(tmp_path):
+    """A real writer killed at varied instants, across seals (every 250 jobs): every
+    file loads, no job is in two places or none, and a writer can reopen and go on."""
+    rng = random.Random(3)
+    seen = 0
     for round_no in range(8):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE)
         assert proc.stdout.readline().strip() == b"go"
-        time.sleep(0.01 * round_no)
+        time.sleep(rng.uniform(0.0, 1.2))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        with open(tmp_path / "jobs.json", "rb") as fh:
-            data = json.load(fh)  # never half a document
-        store = JobStore(tmp_path, readonly=True)
-        jobs = store.all()
-        assert len(jobs) == len(data["jobs"]) >= 5
-        # Every record is whole: a completed job has its output and finish time.
+        for path in tmp_path.rglob("*.json"):
+            if not path.name.startswith("."):
+                json.loads(path.read_text() or "{}")  # never half a document
+        reader = JobStore(tmp_path, readonly=True)
+        jobs = reader.all()
+        ids = [j["id"] for j in jobs]
+        assert len(ids) == len(set(ids)), "a job is both active and archived"
+        assert sum(reader.counts().values()) == len(jobs)
+        assert len(jobs) >= seen + 5  # what was flushed before the kill stays
+        seen = len(jobs)
         for job in jobs:
             if job["status"] == "completed":
                 assert job["output"] and job["finished_at"]
+        JobStore(tmp_path).close()  # the writer's recovery runs and finds it consistent
+    assert seen > 2 * SEGMENT_SIZE  # the kills really did cross seals
+
+
+def finish_many(store, n, prefix="f", fail_every=0):
+    made = []
+    for i in range(n):
+        job = make(store, f"{prefix}/{i}.mp4", f"{prefix}{i}".encode().hex().ljust(64, "0"))
+        store.claim(job["id"])
+        if fail_every and i % fail_every == 0:
+            store.fail(job["id"], "Broken.")
+        else:
+            store.complete(job["id"], f"{prefix}/{i}.mp4-{job['id']}/results.json")
+        made.append(job["id"])
+    return made
+
+
+def test_finished_jobs_are_sealed_into_segments_and_stay_findable(tmp_path):
+    store = JobStore(tmp_path, autoflush=False)
+    ids = finish_many(store, 3 * SEGMENT_SIZE + 10, fail_every=7)
+    pending = make(store, "late.mp4", "e" * 64)
+    store.flush()
+    segments = [p for p in (tmp_path / "archive").glob("*.json") if p.name != "manifest.json"]
+    assert len(segments) == 3
+    active = json.loads((tmp_path / "jobs.json").read_text())["jobs"]
+    assert len(active) == 11  # 10 finished + 1 pending: the active file stays small
+
+    reader = JobStore(tmp_path, readonly=True)
+    counts = reader.counts()
+    failed = len(range(0, 3 * SEGMENT_SIZE + 10, 7))
+    assert counts == {"pending": 1, "running": 0, "completed": 3 * SEGMENT_SIZE + 10 - failed, "failed": failed}
+    assert reader.get(ids[0])["input"] == "f/0.mp4"  # from a segment
+    assert reader.resolve("f/3.mp4")["id"] == ids[3]  # by input, through the index
+    others = [i for i in ids if i != ids[5]] + [pending["id"]]
+    unique = next(ids[5][:n] for n in range(1, 17) if not any(o.startswith(ids[5][:n]) for o in others))
+    assert reader.resolve(unique)["id"] == ids[5]  # by unique prefix, across segments
+    with pytest.raises(AmbiguousJob):
+        reader.resolve(unique[:-1])
+    newest = reader.newest(5)
+    assert [j["id"] for j in newest] == [pending["id"]] + ids[::-1][:4]
+    assert [j["id"] for j in reader.newest(3, "failed")] == [ids[i] for i in range(0, len(ids), 7)][::-1][:3]
+    everything = reader.all()
+    assert len(everything) == len(ids) + 1 and len({j["id"] for j in everything}) == len(ids) + 1
+
+    writer = JobStore(tmp_path)  # indexes rebuilt from the buckets, not from the history
+    assert writer.latest_for_input("f/3.mp4")["id"] == ids[3]
+    assert writer.first_with_sha("f3".encode().hex().ljust(64, "0"))["id"] == ids[3]
+
+
+def test_retry_of_an_archived_job_brings_it_back(tmp_path):
+    store = JobStore(tmp_path)
+    ids = finish_many(store, SEGMENT_SIZE + 5, fail_every=50)
+    assert not store.is_active(ids[0])
+    job = store.retry(ids[0])
+    assert job["status"] == "pending" and store.is_active(ids[0])
+    reader = JobStore(tmp_path, readonly=True)
+    assert reader.get(ids[0])["status"] == "pending"
+    assert sum(1 for j in reader.all() if j["id"] == ids[0]) == 1
+    assert reader.counts()["pending"] == 1
+    with pytest.raises(IllegalTransition):
+        store.retry(ids[1])  # completed, archived: still not retryable
+
+
+def test_prune_removes_only_old_finished_records(tmp_path):
+    store = JobStore(tmp_path)
+    old = finish_many(store, SEGMENT_SIZE + 20, prefix="old")
+    time.sleep(0.01)
+    from forgesyte.storage.jobs import utc_now
+    cutoff = utc_now()
+    time.sleep(0.01)
+    new = finish_many(store, 5, prefix="new")
+    waiting = make(store, "waiting.mp4", "d" * 64)
+    removed = store.prune(cutoff)
+    assert {j["id"] for j in removed} == set(old)
+    reader = JobStore(tmp_path, readonly=True)
+    assert {j["id"] for j in reader.all()} == set(new) | {waiting["id"]}
+    assert reader.counts()["completed"] == 5
+    assert [p.name for p in (tmp_path / "archive").glob("*.json")] == ["manifest.json"]  # the old segment went
+    with pytest.raises(JobNotFound, match="pruned"):
+        reader.resolve("old/1.mp4")
+    # The input index remembers pruned inputs, so the daemon will not take them again.
+    assert JobStore(tmp_path).latest_for_input("old/1.mp4")["id"] == old[1]
+
+
+READER = """
+import json, os, sys
+from forgesyte.storage.jobs import JobStore
+state, stop = sys.argv[1], sys.argv[2]
+reads, errors = 0, []
+while not os.path.exists(stop) or reads == 0:
+    try:
+        reader = JobStore(state, readonly=True)
+        assert sum(reader.counts().values()) >= 1
+        reader.newest(20)
+        assert reader.resolve("keep.mp4")["status"] == "pending"
+        reads += 1
+    except Exception as exc:  # any failure is a finding
+        errors.append(repr(exc))
+print(json.dumps({"reads": reads, "errors": errors[:5]}))
+"""
+
+
+def test_reader_processes_survive_a_writer_replacing_segments(tmp_path):
+    """CLI-like reader processes while the writer seals, retries and prunes: no read fails."""
+    store = JobStore(tmp_path / "state")
+    finish_many(store, 2 * SEGMENT_SIZE, fail_every=3)
+    make(store, "keep.mp4", "k" * 64)  # pending: never pruned, always findable
+    stop = tmp_path / "stop"
+    readers = [subprocess.Popen([sys.executable, "-c", READER, str(tmp_path / "state"), str(stop)],
+                                stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    time.sleep(0.3)
+    try:
+        for i in range(0, 2 * SEGMENT_SIZE, 3):  # every failed job, across both segments
+            job_id = store.resolve(f"f/{i}.mp4")["id"]
+            store.retry(job_id)
+            store.claim(job_id)
+            store.complete(job_id, "x/results.json")
+        finish_many(store, SEGMENT_SIZE, prefix="g")
+        from forgesyte.storage.jobs import utc_now
+        store.prune(utc_now())
+        finish_many(store, 10, prefix="f")
+    finally:
+        stop.touch()
+    for proc in readers:
+        out, _ = proc.communicate(timeout=60)
+        result = json.loads(out)
+        assert result["errors"] == [] and result["reads"] > 5, result

@@ -7,21 +7,41 @@ it directly. Either way exactly one process writes the store at a time.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from forgesyte.config import Settings
 from forgesyte.daemon import mailbox
 from forgesyte.daemon.lock import StateLock
 from forgesyte.storage.jobs import AmbiguousJob, IllegalTransition, JobNotFound, JobStore, public_record
+from forgesyte.storage.paths import UnsafeKey
+from forgesyte.storage.results import ResultStore
 
 
 class ControlError(Exception):
     """One sentence for the user; exit 1."""
 
 
-def apply(store: JobStore, request: dict[str, Any]) -> dict[str, Any]:
+def _cutoff(older_than_s: float) -> str:
+    moment = datetime.now(timezone.utc) - timedelta(seconds=older_than_s)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def apply(store: JobStore, results: ResultStore, request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
     try:
+        if op == "prune":
+            removed = store.prune(_cutoff(float(request["older_than_s"])))
+            folders = 0
+            if request.get("outputs"):
+                for job in removed:
+                    if job.get("output"):
+                        try:
+                            results.remove_job_folder(job["output"])
+                            folders += 1
+                        except UnsafeKey:
+                            pass
+            return {"ok": True, "removed": len(removed), "folders": folders}
         if op == "retry":
             job = store.resolve(str(request.get("job", "")))
             if job["status"] != "failed":
@@ -39,7 +59,7 @@ def request(settings: Settings, req: dict[str, Any]) -> dict[str, Any]:
         try:
             store = JobStore(settings.state)
             try:
-                answer = apply(store, req)
+                answer = apply(store, ResultStore(settings.output), req)
             finally:
                 store.close()
         finally:

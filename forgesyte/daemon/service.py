@@ -27,7 +27,7 @@ from forgesyte.daemon.selection import Selection
 from forgesyte.daemon.settle import SettleGate, signature
 from forgesyte.daemon.watch import CLOSED, FILE, OPENED, SCAN, InboxWatcher, scan
 from forgesyte.daemon.workers import WorkerEvent, WorkerPool
-from forgesyte.storage.jobs import COMPLETED, FAILED, PENDING, RUNNING, JobStore
+from forgesyte.storage.jobs import COMPLETED, FAILED, PENDING, RUNNING, JobNotFound, JobStore
 from forgesyte.storage.paths import Root, UnsafeKey
 from forgesyte.storage.results import ResultsMissing, ResultStore
 
@@ -77,6 +77,10 @@ class Daemon:
         self.parked: list[str] = []  # pending jobs waiting for an empty inbox to fill again
         self.failed_this_run = 0
         self._progress_written: dict[str, float] = {}
+        self._created_since_flush: set[str] = set()
+        self._last_flush = 0.0
+        self._flush_every = 0.02  # adapts to 10x the cost of a flush, so writing stays <10% of time
+        self._next_prune = 0.0
         self._scan_future: Future | None = None
         self._next_scan = 0.0
         self._inbox_missing = False
@@ -96,7 +100,7 @@ class Daemon:
                 f"Another ForgeSyte daemon already holds the state folder {self.settings.state}."
             )
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        self.store = JobStore(self.settings.state)
+        self.store = JobStore(self.settings.state, autoflush=False)
         self.hasher = ThreadPoolExecutor(1, thread_name_prefix="forgesyte-hash")
         self.scanner = ThreadPoolExecutor(1, thread_name_prefix="forgesyte-scan")
         self.pool = None
@@ -124,7 +128,22 @@ class Daemon:
         return 1 if (self.once and self.failed_this_run) else 0
 
     def _recover(self) -> None:
-        """Jobs left running by a crash go back to pending, until they run out of attempts."""
+        """Reconcile the store with the disk after a crash, then requeue what is left.
+
+        Writes are batched, so the store may be one batch behind: a job whose
+        results document is on disk ran to the end, whatever its record says.
+        Jobs left running go back to pending, until they run out of attempts.
+        """
+        for job in self.store.with_status(RUNNING, PENDING):
+            outcome = self.results.outcome(ResultStore.job_folder_key(job["input"], job["id"]), job["id"])
+            if outcome is None:
+                continue
+            status, key, error = outcome
+            if status == COMPLETED:
+                self.store.complete(job["id"], key)
+            else:
+                self.store.fail(job["id"], error, key)
+            log.info("job %s %s: %s (found its results on disk)", job["id"], job["input"], status)
         for job in self.store.with_status(RUNNING):
             if job["attempts"] >= self.settings.max_attempts:
                 self.store.fail(job["id"], (
@@ -138,6 +157,7 @@ class Daemon:
                 log.info("job %s %s: interrupted by a crash, back to pending", job["id"], job["input"])
         for job in self.store.with_status(PENDING):
             self.pending[job["id"]] = None
+        self.store.flush()
 
     def _shutdown(self) -> None:
         self.watcher.close()
@@ -147,13 +167,32 @@ class Daemon:
             for job_id in self.pool.shutdown():
                 self.store.requeue(job_id, count_attempt=False)
                 log.info("job %s: stopped with the daemon, back to pending", job_id)
-        self.store.close()
+        try:
+            self.store.close()
+        except OSError as exc:
+            log.error("could not write the job store at stop (%s)", exc)
         log.info("stopped")
 
     # -- the loop ------------------------------------------------------------
+    def _flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_flush < self._flush_every:
+            return
+        try:
+            if self.store.flush():
+                cost = time.monotonic() - now
+                self._flush_every = min(1.0, max(0.02, 10 * cost))
+        except OSError as exc:
+            log.error("cannot write the job store (%s); will retry", exc)
+            return
+        self._last_flush = now
+        self._created_since_flush.clear()
+
     def _loop(self) -> None:
         while not self.stopping:
+            self._flush()
             self._maintain()
+            self._retention()
             if not self._inbox_missing:
                 self._drain_events()
                 for ready in self.gate.poll():
@@ -275,7 +314,7 @@ class Daemon:
         if latest is not None and latest["sha256"] == sha:
             if latest["mtime_ns"] != st.st_mtime_ns:
                 self.store.touch_input(latest["id"], st.st_mtime_ns)
-            if latest["status"] == PENDING:
+            if self.store.is_active(latest["id"]) and self.store.status_of(latest["id"]) == PENDING:
                 self.pending[latest["id"]] = None
             return
         original = self.store.first_with_sha(sha)
@@ -284,13 +323,15 @@ class Daemon:
             if original is not None and original["plugins"] == list(self.settings.plugins)
             else None
         )
-        if latest is not None and latest["status"] == PENDING:
+        if latest is not None and self.store.is_active(latest["id"]) \
+                and self.store.status_of(latest["id"]) == PENDING:
             job = self.store.resettle(latest["id"], size=st.st_size, mtime_ns=st.st_mtime_ns,
                                       sha256=sha, duplicate_of=duplicate_of)
             log.info("job %s %s: input changed before it ran; updated", job["id"], key)
         else:
             job = self.store.create(key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha,
                                     plugins=self.settings.plugins, duplicate_of=duplicate_of)
+            self._created_since_flush.add(job["id"])
             log.info("job %s %s: pending%s", job["id"], key,
                      f" (same content as {duplicate_of})" if duplicate_of else "")
         self.pending[job["id"]] = None
@@ -343,6 +384,12 @@ class Daemon:
                 else:
                     self.gate.observe(job["input"])  # re-settle; intake updates this job
                 continue
+            if job_id in self._created_since_flush:
+                # Durable before it runs: no results folder may exist for a job the store lost.
+                self._flush(force=True)
+                if job_id in self._created_since_flush:
+                    self.pending[job_id] = None
+                    return
             job = self.store.claim(job_id)
             log.info("job %s %s: running (attempt %d)", job_id, job["input"], job["attempts"])
             self.pool.submit({
@@ -356,7 +403,10 @@ class Daemon:
 
     def _reuse(self, job: dict[str, Any]) -> bool:
         """A duplicate takes its original's result. False: run the plugins after all."""
-        original = self.store.get(job["duplicate_of"])
+        try:
+            original = self.store.get(job["duplicate_of"])
+        except JobNotFound:
+            return False  # pruned since: run the plugins
         if original["status"] in (PENDING, RUNNING):
             self.waiting.setdefault(original["id"], []).append(job["id"])
             return True
@@ -400,7 +450,21 @@ class Daemon:
 
     # -- requests from the CLI ------------------------------------------------
     def _handle_request(self, request: dict[str, Any]) -> dict[str, Any]:
-        answer = control.apply(self.store, request)
+        answer = control.apply(self.store, self.results, request)
         if answer.get("ok") and request.get("op") == "retry":
             self.pending[answer["job"]["id"]] = None
+        self._flush(force=True)  # the CLI's answer must be durable
         return answer
+
+    def _retention(self) -> None:
+        """The configured retention, applied at start and then hourly."""
+        if self.settings.retention is None or time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + 3600
+        answer = control.apply(self.store, self.results, {
+            "op": "prune", "older_than_s": self.settings.retention,
+            "outputs": self.settings.retention_outputs,
+        })
+        if answer.get("removed"):
+            log.info("retention: pruned %d finished jobs older than %g s",
+                     answer["removed"], self.settings.retention)

@@ -7,29 +7,38 @@ Lifecycle (the only legal moves, enforced by `_transition`):
                          \\--requeue--> pending    (clean stop or crash recovery)
     pending --fail--> failed                       (input vanished, original failed)
     pending --complete--> completed                (duplicate reusing a result)
-    completed/failed --update_input--> (a new job is made instead; records are history)
 
-Records hold only relative keys (`input` under the inbox, `output` under the
-output root). The daemon is the single writer; the CLI opens the store
-read-only and sees either the previous or the next whole file (atomic replace).
+Layout (docs/storage.md has the reasoning):
+
+    <state>/jobs.json     the active TinyDB: pending and running jobs, the last
+                          few hundred finished ones, and the generation number
+    <state>/archive/      finished jobs sealed into immutable segments + manifest
+    <state>/index/        input key -> newest archived job; sha256 -> original
+
+Every write replaces a whole file atomically, and the active file is bounded,
+so the cost per job does not grow with the history. The writer (the daemon,
+or a CLI command holding the state lock) batches: transitions change memory
+and reach the disk on `flush()`. Readers open a snapshot of the active file
+and load only the segments a query needs.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, TypeVar
 
-from tinydb import TinyDB
-
+from forgesyte.storage.archive import (
+    BUCKETS, COMPACT_AT, SEGMENT_SIZE, Archive, bucket_of, index_entry, sha_bucket_of, visible,
+)
 from forgesyte.storage.tinystore import open_tinydb
 
 PENDING, RUNNING, COMPLETED, FAILED = "pending", "running", "completed", "failed"
 STATUSES = (PENDING, RUNNING, COMPLETED, FAILED)
+FINISHED = (COMPLETED, FAILED)
 
 _ALLOWED = {
     "claim": ({PENDING}, RUNNING),
@@ -41,6 +50,7 @@ _ALLOWED = {
 }
 
 DB_NAME = "jobs.json"
+T = TypeVar("T")
 
 
 class JobNotFound(LookupError):
@@ -95,88 +105,289 @@ class JobIds:
 class JobStore:
     """Job records and their transitions.
 
-    Opened writable only by the process that holds the state lock (the
-    daemon, or a CLI command when no daemon runs). In-memory indexes make
-    the daemon's lookups O(1); they are rebuilt from the file at open.
+    `readonly=True` (the CLI's reads): a snapshot; never writes.
+    Otherwise the caller must hold the state lock. `autoflush` (default on)
+    writes after every change; the daemon turns it off and calls `flush()`
+    once per loop turn.
     """
 
-    def __init__(self, state_dir: Path | str, readonly: bool = False):
-        self.path = Path(state_dir) / DB_NAME
+    def __init__(self, state_dir: Path | str, readonly: bool = False, autoflush: bool = True):
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / DB_NAME
         self.readonly = readonly
-        self._db: TinyDB = open_tinydb(self.path, readonly=readonly)
-        self._table = self._db.table("jobs")
+        self.autoflush = autoflush and not readonly
+        self.archive = Archive(self.state_dir)
         self._ids = JobIds()
-        self._by_id: dict[str, int] = {}
-        self._latest_by_input: dict[str, str] = {}
-        self._first_by_sha: dict[str, str] = {}
-        for doc in self._table.all():
-            self._index(doc.doc_id, doc)
+        self._segment_cache: dict[str, list[dict[str, Any]]] = {}
+        self._obsolete: list[str] = []  # replaced segment files, removed after the next flush
+        self._manifest_dirty = False
+        self._pending_log: list[dict[str, Any]] = []
+        self._open()
+        if not readonly:
+            self._recover_archive()
+            self._load_indexes()
 
-    # -- indexes -----------------------------------------------------------
-    def _index(self, doc_id: int, job: dict[str, Any]) -> None:
+    def _open(self) -> None:
+        self._db, self._snapshot = open_tinydb(self.path, readonly=self.readonly)
+        self._jobs = self._db.table("jobs", cache_size=0)
+        self._meta = self._db.table("meta", cache_size=0)
+        meta = self._meta.all()
+        self._gen: int = meta[0]["gen"] if meta else 0
+        self._all_entries = self.archive.read_manifest()
+        self._entries = [e for e in self._all_entries if visible(e, self._gen)]
+        self._by_id: dict[str, int] = {}
+        self._active_latest: dict[str, str] = {}
+        for doc in self._jobs.all():
+            self._index_active(doc.doc_id, doc)
+
+    def _index_active(self, doc_id: int, job: dict[str, Any]) -> None:
         self._by_id[job["id"]] = doc_id
-        latest = self._latest_by_input.get(job["input"])
+        latest = self._active_latest.get(job["input"])
         if latest is None or latest < job["id"]:
-            self._latest_by_input[job["input"]] = job["id"]
-        sha = job.get("sha256")
-        if sha and not job.get("duplicate_of"):
-            first = self._first_by_sha.get(sha)
+            self._active_latest[job["input"]] = job["id"]
+
+    def _load_indexes(self) -> None:
+        """Writer only: the archive index in memory, so intake never reads history."""
+        self._inputs: list[dict[str, list]] = []
+        self._shas: list[dict[str, str]] = []
+        for number in range(BUCKETS):
+            bucket = self.archive.read_bucket(number)
+            self._inputs.append(bucket.get("inputs", {}))
+            self._shas.append(bucket.get("shas", {}))
+        records = self.archive.read_log()
+        for record in records:
+            self._apply_index_record(record)
+        self._log_lines = len(records)
+        self._active_sha: dict[str, str] = {}
+        for doc in self._jobs.all():
+            self._remember_sha(doc)
+
+    def _apply_index_record(self, record: dict[str, Any]) -> bool:
+        """Newest job per input, first job per content; True if it changed anything."""
+        if "i" in record:
+            bucket = self._inputs[bucket_of(record["i"])]
+            current = bucket.get(record["i"])
+            if current is None or current[0] <= record["e"][0]:
+                bucket[record["i"]] = record["e"]
+                return True
+        elif "s" in record:
+            bucket = self._shas[sha_bucket_of(record["s"])]
+            first = bucket.get(record["s"])
+            if first is None or record["id"] < first:
+                bucket[record["s"]] = record["id"]
+                return True
+        return False
+
+    def _index(self, job: dict[str, Any]) -> None:
+        """Record a job leaving the active file in the index (memory now, log on flush)."""
+        for record in ({"i": job["input"], "e": index_entry(job)},
+                       {"s": job["sha256"], "id": job["id"]} if job.get("sha256") and not job.get("duplicate_of") else None):
+            if record is not None and self._apply_index_record(record):
+                self._pending_log.append(record)
+
+    def _remember_sha(self, job: dict[str, Any]) -> None:
+        if job.get("sha256") and not job.get("duplicate_of"):
+            first = self._active_sha.get(job["sha256"])
             if first is None or job["id"] < first:
-                self._first_by_sha[sha] = job["id"]
+                self._active_sha[job["sha256"]] = job["id"]
+
+    def _recover_archive(self) -> None:
+        """Writer at open: undo what a crash left half-done, so every entry is plain again.
+
+        Entries newer than the active file's generation belong to a flush whose
+        active write never happened (their jobs are still active): drop them.
+        Retirements newer than it did not happen either: undo them. Retired
+        entries older than it are garbage, as are files no entry names.
+        """
+        keep, changed = [], False
+        for entry in self._all_entries:
+            if entry["gen"] > self._gen:
+                self.archive.remove_segment(entry["name"])
+                changed = True
+                continue
+            if entry.get("retired") is not None:
+                if entry["retired"] > self._gen:
+                    entry["retired"] = None
+                else:
+                    self.archive.remove_segment(entry["name"])
+                    changed = True
+                    continue
+                changed = True
+            keep.append(entry)
+        for name in self.archive.segment_names_on_disk() - {e["name"] for e in keep}:
+            self.archive.remove_segment(name)
+        if changed:
+            self.archive.write_manifest(keep)
+        self._all_entries = keep
+        self._entries = list(keep)
+
+    def reload(self) -> None:
+        """Readers: take a fresh snapshot (e.g. a segment was replaced under us)."""
+        self._segment_cache.clear()
+        self._open()
 
     def close(self) -> None:
+        if not self.readonly:
+            self.flush()
         self._db.close()
+
+    # -- reading segments -----------------------------------------------------
+    def _manifest(self) -> list[dict[str, Any]]:
+        return list(self._entries)
+
+    def _segment(self, name: str) -> list[dict[str, Any]]:
+        jobs = self._segment_cache.get(name)
+        if jobs is None:
+            jobs = self.archive.read_segment(name)
+            if len(self._segment_cache) > 16:
+                self._segment_cache.clear()
+            self._segment_cache[name] = jobs
+        return jobs
+
+    def _retrying(self, query: Callable[[], T]) -> T:
+        """A reader's snapshot may name a segment the writer has just replaced: re-snapshot."""
+        for _ in range(5):
+            try:
+                return query()
+            except FileNotFoundError:
+                if not self.readonly:
+                    raise
+                time.sleep(0.02)
+                self.reload()
+        return query()
+
+    def _archived(self, job_id: str) -> dict[str, Any] | None:
+        def find():
+            for entry in self._manifest():
+                if entry["min_id"] <= job_id <= entry["max_id"]:
+                    for job in self._segment(entry["name"]):
+                        if job["id"] == job_id:
+                            return dict(job)
+            return None
+        return self._retrying(find)
 
     # -- reads -------------------------------------------------------------
     def get(self, job_id: str) -> dict[str, Any]:
         doc_id = self._by_id.get(job_id)
-        if doc_id is None:
+        if doc_id is not None:
+            return dict(self._jobs.get(doc_id=doc_id))
+        job = self._archived(job_id)
+        if job is None:
             raise JobNotFound(f"No job has the id {job_id!r}.")
-        return dict(self._table.get(doc_id=doc_id))
+        return job
 
-    def all(self) -> list[dict[str, Any]]:
-        return [dict(doc) for doc in self._table.all()]
+    def is_active(self, job_id: str) -> bool:
+        return job_id in self._by_id
+
+    def status_of(self, job_id: str) -> str:
+        return self.get(job_id)["status"]
+
+    def _archived_entry(self, input_key: str) -> list | None:
+        """The input index entry: in memory for the writer, one small bucket file for readers."""
+        if self.readonly:
+            return self.archive.lookup_input(input_key)
+        return self._inputs[bucket_of(input_key)].get(input_key)
+
+    def _newest_id_for_input(self, input_key: str) -> str | None:
+        entry = self._archived_entry(input_key)
+        candidates = [i for i in (self._active_latest.get(input_key), entry[0] if entry else None) if i]
+        return max(candidates) if candidates else None
 
     def resolve(self, ref: str) -> dict[str, Any]:
         """A job by id, unique id prefix, or input key (newest job for that input)."""
+        if not ref:
+            raise JobNotFound("No job matches an empty reference.")
         if ref in self._by_id:
             return self.get(ref)
-        if ref in self._latest_by_input:
-            return self.get(self._latest_by_input[ref])
-        matches = [job_id for job_id in self._by_id if job_id.startswith(ref)] if ref else []
+        archived = self._archived(ref) if len(ref) == 16 else None
+        if archived is not None:
+            return archived
+        newest = self._newest_id_for_input(ref)
+        if newest is not None:
+            try:
+                return self.get(newest)
+            except JobNotFound:
+                raise JobNotFound(f"The newest job for {ref!r} ({newest}) was pruned.") from None
+        matches = self._retrying(lambda: self._prefix_matches(ref))
         if len(matches) == 1:
             return self.get(matches[0])
         if len(matches) > 1:
             raise AmbiguousJob(f"{ref!r} matches {len(matches)} jobs; give more of the id.")
         raise JobNotFound(f"No job matches {ref!r} (by id, id prefix or input path).")
 
+    def _prefix_matches(self, prefix: str) -> list[str]:
+        matches = {job_id for job_id in self._by_id if job_id.startswith(prefix)}
+        upper = prefix + "~"  # '~' sorts after every id character
+        for entry in self._manifest():
+            if entry["max_id"] >= prefix and entry["min_id"] <= upper:
+                matches.update(j["id"] for j in self._segment(entry["name"]) if j["id"].startswith(prefix))
+        return sorted(matches)
+
     def latest_for_input(self, input_key: str) -> dict[str, Any] | None:
-        job_id = self._latest_by_input.get(input_key)
-        return self.get(job_id) if job_id else None
+        """Facts of the newest job for this input: id, size, mtime_ns, sha256."""
+        active_id = self._active_latest.get(input_key)
+        entry = self._archived_entry(input_key)
+        if active_id and (not entry or active_id > entry[0]):
+            job = self.get(active_id)
+            return {"id": job["id"], "size": job["size"], "mtime_ns": job.get("mtime_ns", 0),
+                    "sha256": job["sha256"]}
+        if entry:
+            return {"id": entry[0], "size": entry[1], "mtime_ns": entry[2], "sha256": entry[3]}
+        return None
 
     def first_with_sha(self, sha256: str) -> dict[str, Any] | None:
-        job_id = self._first_by_sha.get(sha256)
-        return self.get(job_id) if job_id else None
+        """The earliest non-duplicate job with this content, if its record still exists."""
+        candidates = [i for i in (self._active_sha.get(sha256),
+                                  self._shas[sha_bucket_of(sha256)].get(sha256)) if i]
+        for job_id in sorted(candidates):
+            try:
+                return self.get(job_id)
+            except JobNotFound:
+                continue
+        return None
 
     def with_status(self, *statuses: str) -> list[dict[str, Any]]:
-        """Jobs in these statuses, oldest first."""
+        """Active jobs in these statuses (pending/running live only there), oldest first."""
         wanted = set(statuses)
-        jobs = [dict(doc) for doc in self._table.all() if doc["status"] in wanted]
+        jobs = [dict(doc) for doc in self._jobs.all() if doc["status"] in wanted]
         jobs.sort(key=lambda job: job["id"])
         return jobs
 
     def counts(self) -> dict[str, int]:
         counts = {status: 0 for status in STATUSES}
-        for doc in self._table.all():
-            counts[doc["status"]] = counts.get(doc["status"], 0) + 1
+        for doc in self._jobs.all():
+            counts[doc["status"]] += 1
+        for entry in self._entries:
+            for status, n in entry["counts"].items():
+                counts[status] += n
         return counts
 
     def newest(self, limit: int | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        jobs = [dict(doc) for doc in self._table.all() if status is None or doc["status"] == status]
-        jobs.sort(key=lambda job: job["id"], reverse=True)
-        return jobs if limit is None else jobs[:limit]
+        """Newest first, reading only as many segments as needed."""
+        def query():
+            found = [dict(d) for d in self._jobs.all() if status is None or d["status"] == status]
+            if status in (PENDING, RUNNING):
+                found.sort(key=lambda j: j["id"], reverse=True)
+                return found if limit is None else found[:limit]
+            segments = sorted(self._manifest(), key=lambda e: e["max_id"], reverse=True)
+            for i, entry in enumerate(segments):
+                if limit is not None:
+                    found.sort(key=lambda j: j["id"], reverse=True)
+                    if len(found) >= limit and found[limit - 1]["id"] > entry["max_id"]:
+                        break
+                found.extend(j for j in self._segment(entry["name"]) if status is None or j["status"] == status)
+            found.sort(key=lambda j: j["id"], reverse=True)
+            return found if limit is None else found[:limit]
+        return self._retrying(query)
+
+    def all(self) -> list[dict[str, Any]]:
+        return self.newest(None)
 
     # -- writes ------------------------------------------------------------
+    def _changed(self) -> None:
+        if self.autoflush:
+            self.flush()
+
     def create(
         self,
         input_key: str,
@@ -204,12 +415,20 @@ class JobStore:
             "started_at": None,
             "finished_at": None,
         }
-        doc_id = self._table.insert(job)
-        self._index(doc_id, job)
+        doc_id = self._jobs.insert(job)
+        self._index_active(doc_id, job)
+        self._remember_sha(job)
+        self._changed()
         return job
 
     def _transition(self, job_id: str, action: str, **fields: Any) -> dict[str, Any]:
         sources, target = _ALLOWED[action]
+        if job_id not in self._by_id:
+            if action == "retry":
+                self._unarchive(job_id)
+            else:
+                job = self.get(job_id)  # raises JobNotFound for unknown ids
+                raise IllegalTransition(f"Job {job_id} is {job['status']}; it cannot {action}.")
         job = self.get(job_id)
         if job["status"] not in sources:
             raise IllegalTransition(
@@ -217,8 +436,9 @@ class JobStore:
                 f"(only a {' or '.join(sorted(sources))} job can)."
             )
         fields["status"] = target
-        self._table.update(fields, doc_ids=[self._by_id[job_id]])
+        self._jobs.update(fields, doc_ids=[self._by_id[job_id]])
         job.update(fields)
+        self._changed()
         return job
 
     def claim(self, job_id: str) -> dict[str, Any]:
@@ -228,7 +448,7 @@ class JobStore:
             finished_at=None, progress=0, error=None,
         )
 
-    def complete(self, job_id: str, output_key: str) -> dict[str, Any]:
+    def complete(self, job_id: str, output_key: str | None) -> dict[str, Any]:
         return self._transition(
             job_id, "complete", output=output_key, progress=100, error=None, finished_at=utc_now()
         )
@@ -256,16 +476,147 @@ class JobStore:
             job_id, "resettle", size=size, mtime_ns=mtime_ns, sha256=sha256,
             duplicate_of=duplicate_of, progress=0,
         )
-        self._index(self._by_id[job_id], job)
+        self._remember_sha(job)
         return job
 
     def set_progress(self, job_id: str, progress: int) -> None:
-        doc_id = self._by_id[job_id]
-        self._table.update({"progress": max(0, min(100, int(progress)))}, doc_ids=[doc_id])
+        doc_id = self._by_id.get(job_id)
+        if doc_id is not None:
+            self._jobs.update({"progress": max(0, min(100, int(progress)))}, doc_ids=[doc_id])
+            self._changed()
 
     def touch_input(self, job_id: str, mtime_ns: int) -> None:
         """Same content, new mtime (a `touch`): remember it so scans need not re-hash."""
-        self._table.update({"mtime_ns": mtime_ns}, doc_ids=[self._by_id[job_id]])
+        doc_id = self._by_id.get(job_id)
+        if doc_id is not None:
+            self._jobs.update({"mtime_ns": mtime_ns}, doc_ids=[doc_id])
+        else:
+            job = self.get(job_id)
+            entry = self._inputs[bucket_of(job["input"])].get(job["input"])
+            if entry and entry[0] == job_id:
+                updated = list(entry)
+                updated[2] = mtime_ns
+                self._apply_index_record({"i": job["input"], "e": updated})
+                self._pending_log.append({"i": job["input"], "e": updated})
+        self._changed()
+
+    # -- moving jobs between active and archive ----------------------------
+    def _unarchive(self, job_id: str) -> None:
+        """Bring an archived job back into the active file (for retry)."""
+        job = self._archived(job_id)
+        if job is None:
+            raise JobNotFound(f"No job has the id {job_id!r}.")
+        for entry in self._manifest():
+            if entry["min_id"] <= job_id <= entry["max_id"]:
+                jobs = self._segment(entry["name"])
+                if any(j["id"] == job_id for j in jobs):
+                    self._replace_segment(entry, [j for j in jobs if j["id"] != job_id])
+                    break
+        doc_id = self._jobs.insert(job)
+        self._index_active(doc_id, job)
+
+    def _replace_segment(self, entry: dict[str, Any], keep: list[dict[str, Any]]) -> None:
+        """New file for the kept jobs (or none); the old one is retired at the next
+        generation and its file removed after the flush that makes it invisible."""
+        next_gen = self._gen + 1
+        for candidate in self._all_entries:
+            if candidate["name"] == entry["name"]:
+                candidate["retired"] = next_gen
+        self._entries = [e for e in self._entries if e["name"] != entry["name"]]
+        if keep:
+            new = self.archive.write_segment(keep, next_gen)
+            self._all_entries.append(new)
+            self._entries.append(new)
+        self._segment_cache.pop(entry["name"], None)
+        self._obsolete.append(entry["name"])
+        self._manifest_dirty = True
+
+    def _seal(self) -> None:
+        finished = sorted((d for d in self._jobs.all() if d["status"] in FINISHED), key=lambda d: d["id"])
+        while len(finished) >= SEGMENT_SIZE:
+            batch, finished = finished[:SEGMENT_SIZE], finished[SEGMENT_SIZE:]
+            jobs = [dict(d) for d in batch]
+            entry = self.archive.write_segment(jobs, self._gen + 1)
+            for job in jobs:
+                self._index(job)
+            self._jobs.remove(doc_ids=[d.doc_id for d in batch])
+            self._forget_active(jobs)
+            self._all_entries.append(entry)
+            self._entries.append(entry)
+            self._manifest_dirty = True
+
+    def _forget_active(self, jobs: list[dict[str, Any]]) -> None:
+        for job in jobs:
+            del self._by_id[job["id"]]
+            if self._active_latest.get(job["input"]) == job["id"]:
+                del self._active_latest[job["input"]]
+            if self._active_sha.get(job.get("sha256")) == job["id"]:
+                del self._active_sha[job["sha256"]]
+
+    def flush(self) -> bool:
+        """Write what changed, in the order that keeps every reader's snapshot whole:
+        new segments and index records, then the manifest, then the active file
+        (whose generation makes them visible), then remove retired files."""
+        if self.readonly or not (self._snapshot.dirty or self._manifest_dirty or self._pending_log):
+            return False
+        self._seal()
+        if self._pending_log:
+            self.archive.append_log(self._pending_log)
+            self._log_lines += len(self._pending_log)
+            self._pending_log = []
+        manifest_changed = self._manifest_dirty
+        if manifest_changed:
+            self._gen += 1
+            self.archive.write_manifest(self._all_entries)
+            if self._meta.all():
+                self._meta.update({"gen": self._gen})
+            else:
+                self._meta.insert({"gen": self._gen})
+            self._manifest_dirty = False
+        self._snapshot.flush()
+        if manifest_changed:
+            for name in self._obsolete:
+                self.archive.remove_segment(name)
+            self._obsolete.clear()
+            self._all_entries = [e for e in self._all_entries if e.get("retired") is None]
+        if self._log_lines >= COMPACT_AT:
+            self._compact()
+        return True
+
+    def _compact(self) -> None:
+        """Fold the index log into the buckets (rarely: every COMPACT_AT records)."""
+        for number in range(BUCKETS):
+            self.archive.write_bucket(number, {"inputs": self._inputs[number], "shas": self._shas[number]})
+        self.archive.reset_log()
+        self._log_lines = 0
+
+    # -- retention -----------------------------------------------------------
+    def prune(self, cutoff: str) -> list[dict[str, Any]]:
+        """Remove completed/failed records that finished before `cutoff` (ISO UTC).
+
+        Returns the removed records (so the caller can remove their outputs).
+        The input index keeps its facts, so a pruned input still in the inbox
+        is not taken again.
+        """
+        removed: list[dict[str, Any]] = []
+        old_active = [d for d in self._jobs.all()
+                      if d["status"] in FINISHED and (d["finished_at"] or "") < cutoff]
+        removed.extend(dict(d) for d in old_active)
+        if old_active:
+            for d in old_active:
+                self._index(dict(d))  # the index remembers the input, so it is not taken again
+            self._jobs.remove(doc_ids=[d.doc_id for d in old_active])
+            self._forget_active([dict(d) for d in old_active])
+        for entry in self._manifest():
+            if entry["oldest_finish"] >= cutoff:
+                continue
+            jobs = self._segment(entry["name"])
+            keep = [j for j in jobs if (j["finished_at"] or "") >= cutoff]
+            if len(keep) != len(jobs):
+                removed.extend(j for j in jobs if (j["finished_at"] or "") < cutoff)
+                self._replace_segment(entry, keep)
+        self._changed()
+        return removed
 
 
 def public_record(job: dict[str, Any]) -> dict[str, Any]:
@@ -273,14 +624,5 @@ def public_record(job: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in job.items() if k != "mtime_ns"}
 
 
-def iter_records(jobs: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for job in jobs:
-        yield public_record(job)
-
-
 def state_file(state_dir: Path | str) -> Path:
     return Path(state_dir) / DB_NAME
-
-
-def store_exists(state_dir: Path | str) -> bool:
-    return os.path.exists(state_file(state_dir))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,33 @@ class ResultStore:
         key = f"{folder_key}/{RESULTS_NAME}"
         atomic_write_json(self.root.path_for(key), document)
         return key
+
+    def outcome(self, folder_key: str, job_id: str) -> tuple[str, str, str | None] | None:
+        """(status, results key, error) if this job's results document is on disk."""
+        key = f"{folder_key}/{RESULTS_NAME}"
+        try:
+            document = self.read(key)
+        except (ResultsMissing, ValueError):
+            return None
+        if document.get("job_id") != job_id:
+            return None
+        errors = [s["error"] for s in document.get("plugins", {}).values()
+                  if isinstance(s, dict) and set(s) == {"error"}]
+        return ("failed", key, errors[0]) if errors else ("completed", key, None)
+
+    def remove_job_folder(self, results_key: str) -> None:
+        """Delete a job's folder (given its results key), never anything outside the root."""
+        folder = results_key.rsplit("/", 1)[0] if "/" in results_key else results_key
+        path = self.root.path_for(folder)
+        shutil.rmtree(path, ignore_errors=True)
+        # Tidy now-empty parents (mirrors of inbox folders), stopping at the root.
+        parent = path.parent
+        while parent != self.root.path and self.root.path in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
 
     def read(self, key: str) -> dict[str, Any]:
         path = self.root.path_for(key)

@@ -1,10 +1,14 @@
-"""TinyDB plumbing: an atomic JSON storage and a write-through cache.
+"""TinyDB plumbing: an atomic JSON storage and a snapshot cache with explicit flush.
 
 TinyDB's stock JSONStorage truncates and rewrites the file in place, so a
 kill -9 mid-write leaves half a JSON document. AtomicJSONStorage replaces the
-whole file atomically instead (forgesyte.storage.atomic). WriteThroughCache
-keeps the parsed document in memory for the single writer (the daemon), so a
-read does not re-parse the file, while every write still reaches the disk.
+whole file atomically instead (forgesyte.storage.atomic).
+
+Snapshot parses the file once per TinyDB instance, so every query of one CLI
+command sees the same consistent snapshot (and TinyDB's per-instance query
+cache can never serve data older than that snapshot: readers are short-lived).
+For the writer it also defers writes until `flush()`, which is how the daemon
+batches several transitions into one atomic file replacement.
 """
 
 from __future__ import annotations
@@ -53,28 +57,38 @@ class AtomicJSONStorage(Storage):
         pass
 
 
-class WriteThroughCache(Middleware):
-    """Reads come from memory after the first; writes go to memory and disk."""
+class Snapshot(Middleware):
+    """Read once; writes go to memory and reach the disk on flush()."""
 
     def __init__(self, storage_cls=AtomicJSONStorage):
         super().__init__(storage_cls)
         self._cache: dict[str, Any] | None = None
+        self.dirty = False
 
     def read(self):
         if self._cache is None:
-            self._cache = self.storage.read()
+            self._cache = self.storage.read() or {}
         return self._cache
 
     def write(self, data):
-        self.storage.write(data)
+        if getattr(self.storage, "readonly", False):
+            raise PermissionError("This job store was opened read-only.")
         self._cache = data
+        self.dirty = True
+
+    def flush(self) -> bool:
+        if not self.dirty:
+            return False
+        self.storage.write(self._cache)
+        self.dirty = False
+        return True
 
     def close(self):
         self.storage.close()
 
 
-def open_tinydb(path: Path | str, readonly: bool = False) -> TinyDB:
-    if readonly:
-        return TinyDB(str(path), storage=AtomicJSONStorage, readonly=True)
-    os.makedirs(Path(path).parent, exist_ok=True)
-    return TinyDB(str(path), storage=WriteThroughCache(AtomicJSONStorage))
+def open_tinydb(path: Path | str, readonly: bool = False) -> tuple[TinyDB, Snapshot]:
+    if not readonly:
+        os.makedirs(Path(path).parent, exist_ok=True)
+    snapshot = Snapshot(AtomicJSONStorage)
+    return TinyDB(str(path), storage=snapshot, readonly=readonly), snapshot
