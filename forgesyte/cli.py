@@ -144,7 +144,7 @@ def run(ctx: click.Context, once: bool, workers, plugins, polling, log_level: st
     settings = _settings(ctx, workers=workers, plugins=plugins, polling=polling)
     _ready_dirs(settings, create=True)
     available = discover()
-    for name in settings.plugins:
+    for name in sorted(settings.all_plugin_names()):
         if name not in available:
             raise ConfigFailure(f"Unknown plugin '{name}'; installed: {', '.join(sorted(available))}.")
         if available[name].error:

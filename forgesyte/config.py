@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from fnmatch import fnmatchcase
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -62,6 +63,15 @@ def parse_duration(text: str | float | int) -> float:
 
 
 @dataclass(frozen=True)
+class Rule:
+    """Inputs whose key matches `match` (fnmatch; `*` also crosses folders) get these plugins."""
+
+    match: str
+    plugins: tuple[str, ...]
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     inbox: Path
@@ -81,6 +91,11 @@ class Settings:
     polling_interval: float = 5.0
     max_attempts: int = 3
     plugin_timeout: float = 600.0
+    # Address-space limit per worker process in MB (None: unlimited).
+    worker_memory_mb: int | None = None
+    # First wait before re-running a job whose plugin failed transiently; doubles each time.
+    retry_backoff: float = 5.0
+    rules: tuple[Rule, ...] = ()
     # Finished jobs older than this many seconds are pruned by the daemon (None: keep all).
     retention: float | None = None
     retention_outputs: bool = False
@@ -89,6 +104,19 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def chain_for(self, input_key: str) -> tuple[tuple[str, ...], dict[str, dict[str, Any]]]:
+        """(plugins, options by plugin) for an input: the first matching rule, else the chain."""
+        options = {name: dict(opts) for name, opts in self.plugin_options.items()}
+        for rule in self.rules:
+            if fnmatchcase(input_key, rule.match):
+                for name, opts in rule.options.items():
+                    options[name] = {**options.get(name, {}), **opts}
+                return rule.plugins, options
+        return self.plugins, options
+
+    def all_plugin_names(self) -> set[str]:
+        return set(self.plugins).union(*(set(rule.plugins) for rule in self.rules))
 
 
 def default_home(env: Mapping[str, str]) -> Path:
@@ -138,7 +166,27 @@ def _as_number(value: Any, name: str, kind: type, minimum: float) -> Any:
     return number
 
 
-_FILE_KEYS = {f.name for f in fields(Settings)} - {"config_file", "plugin_options"}
+_FILE_KEYS = {f.name for f in fields(Settings)} - {"config_file", "plugin_options", "rules"}
+
+
+def _parse_rules(raw: Any, origin: Path) -> tuple[Rule, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"'rules' in {origin} must be an array of tables ([[rules]]).")
+    rules = []
+    for number, item in enumerate(raw, 1):
+        if not isinstance(item, dict) or not isinstance(item.get("match"), str):
+            raise ConfigError(f"Rule {number} in {origin} needs a 'match' glob.")
+        plugins = _as_list(item.get("plugins", []), f"rules[{number}].plugins")
+        if not plugins:
+            raise ConfigError(f"Rule {number} in {origin} names no plugin.")
+        options = item.get("options", {})
+        if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+            raise ConfigError(f"Rule {number} in {origin}: 'options' must map plugin names to tables.")
+        unknown = set(item) - {"match", "plugins", "options"}
+        if unknown:
+            raise ConfigError(f"Rule {number} in {origin} has unknown keys: {', '.join(sorted(unknown))}.")
+        rules.append(Rule(item["match"], plugins, options))
+    return tuple(rules)
 _ENV_KEYS = {
     "inbox": "FORGESYTE_INBOX",
     "output": "FORGESYTE_OUTPUT",
@@ -163,12 +211,15 @@ def load_settings(
     config_path = flags.get("config") or env.get("FORGESYTE_CONFIG")
     file_values: dict[str, Any] = {}
     plugin_options: dict[str, dict[str, Any]] = {}
+    rules: tuple[Rule, ...] = ()
     if config_path:
         config_path = _absolute(config_path)
         raw = _read_toml(config_path)
         section = raw.get("forgesyte", raw)
         for key, value in section.items():
-            if key == "plugin_options" or key == "plugin":
+            if key == "rules":
+                rules = _parse_rules(value, config_path)
+            elif key == "plugin_options" or key == "plugin":
                 if not isinstance(value, dict):
                     raise ConfigError(f"Setting '{key}' must be a table of plugin names.")
                 plugin_options.update({k: dict(v) for k, v in value.items()})
@@ -196,6 +247,7 @@ def load_settings(
         "state": _absolute(merged.get("state") or home / "state"),
         "config_file": config_path or None,
         "plugin_options": plugin_options,
+        "rules": rules,
     }
     if "plugins" in merged:
         values["plugins"] = _as_list(merged["plugins"], "plugins")
@@ -214,7 +266,9 @@ def load_settings(
         ("open_timeout", float, 0.0),
         ("scan_interval", float, 1.0),
         ("polling_interval", float, 0.1),
-        ("plugin_timeout", float, 1.0),
+        ("plugin_timeout", float, 0.1),
+        ("retry_backoff", float, 0.0),
+        ("worker_memory_mb", int, 64),
     ):
         if name in merged:
             values[name] = _as_number(merged[name], name, kind, minimum)

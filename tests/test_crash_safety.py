@@ -28,6 +28,9 @@ def all_state_files_load(state):
 
 
 def ingest_with_kills(home, videos, files: int, kills: int, seed: int) -> None:
+    # A job running at max_attempts kills fails on purpose (test_intake covers that rule);
+    # here every input must complete, so no job may run out of attempts.
+    home.config.write_text(home.config.read_text() + f"max_attempts = {kills + 2}\n")
     rng = random.Random(seed)
     data = videos["clip.webm"].read_bytes()
     home.inbox.mkdir(parents=True, exist_ok=True)

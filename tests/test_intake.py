@@ -316,3 +316,21 @@ def test_inotify_overflow_triggers_an_immediate_rescan(home, videos):
                interval=0.3)
     assert set(inputs(home).values()) == {1}
     assert home.stop(proc) == 0
+
+
+def test_job_interrupted_max_attempts_times_fails_with_a_sentence(home, videos, tmp_path):
+    """kill -9 while the same job runs, three times (max_attempts = 3): it fails, saying why."""
+    gated(home, tmp_path)  # the hold file stays: the job runs until the daemon dies
+    unique_copy(videos, home.inbox / "poison.mp4", "poison")
+    for attempt in (1, 2, 3):
+        proc = home.start("--plugins", "gate")
+        job = home.wait_status("poison.mp4", ("running",))
+        assert job["attempts"] == attempt
+        wait_until(lambda: home.json("show", "poison.mp4")["attempts"] == attempt, 10, "the claim on disk")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    proc = home.start("--plugins", "gate")
+    job = home.wait_status("poison.mp4", ("failed",), timeout=15)
+    assert job["error"] == ("Gave up after 3 attempts: the daemon stopped while this job "
+                            "was running each time.")
+    assert home.stop(proc) == 0

@@ -10,6 +10,7 @@ threads only hand work to the loop through queues and futures.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 import os
 import queue
@@ -17,6 +18,7 @@ import signal
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from forgesyte import __version__
@@ -75,6 +77,7 @@ class Daemon:
         self.waiting: dict[str, list[str]] = {}  # original id -> duplicates waiting for it
         self.hashing: dict[str, Hashing] = {}
         self.parked: list[str] = []  # pending jobs waiting for an empty inbox to fill again
+        self.delayed: list[tuple[float, str]] = []  # (monotonic due time, job id): backoff
         self.failed_this_run = 0
         self._progress_written: dict[str, float] = {}
         self._created_since_flush: set[str] = set()
@@ -111,7 +114,7 @@ class Daemon:
             self._recover()
             self.pool = WorkerPool(
                 self.settings.workers, str(self.settings.output), self.settings.plugin_timeout,
-                self.log_level,
+                self.log_level, self.settings.worker_memory_mb,
             )
             self.watcher.start()
             self._start_scan()
@@ -156,7 +159,7 @@ class Daemon:
                 self.store.requeue(job["id"], count_attempt=True)
                 log.info("job %s %s: interrupted by a crash, back to pending", job["id"], job["input"])
         for job in self.store.with_status(PENDING):
-            self.pending[job["id"]] = None
+            self._queue_pending(job)
         self.store.flush()
 
     def _shutdown(self) -> None:
@@ -209,7 +212,7 @@ class Daemon:
         return (
             self._scan_future is not None and self._scan_future.done()
             and self.watcher.events.empty() and not self.gate and not self.hashing
-            and not self.pending and not self.waiting and not self.pool.busy_jobs
+            and not self.pending and not self.delayed and not self.waiting and not self.pool.busy_jobs
         )
 
     def _inbox_available(self) -> bool:
@@ -317,12 +320,9 @@ class Daemon:
             if self.store.is_active(latest["id"]) and self.store.status_of(latest["id"]) == PENDING:
                 self.pending[latest["id"]] = None
             return
+        plugins = list(self.settings.chain_for(key)[0])
         original = self.store.first_with_sha(sha)
-        duplicate_of = (
-            original["id"]
-            if original is not None and original["plugins"] == list(self.settings.plugins)
-            else None
-        )
+        duplicate_of = original["id"] if original is not None and original["plugins"] == plugins else None
         if latest is not None and self.store.is_active(latest["id"]) \
                 and self.store.status_of(latest["id"]) == PENDING:
             job = self.store.resettle(latest["id"], size=st.st_size, mtime_ns=st.st_mtime_ns,
@@ -330,7 +330,7 @@ class Daemon:
             log.info("job %s %s: input changed before it ran; updated", job["id"], key)
         else:
             job = self.store.create(key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha,
-                                    plugins=self.settings.plugins, duplicate_of=duplicate_of)
+                                    plugins=plugins, duplicate_of=duplicate_of)
             self._created_since_flush.add(job["id"])
             log.info("job %s %s: pending%s", job["id"], key,
                      f" (same content as {duplicate_of})" if duplicate_of else "")
@@ -344,7 +344,17 @@ class Daemon:
         except OSError:
             return True
 
+    def _queue_pending(self, job: dict[str, Any]) -> None:
+        """Pending now, or after its backoff if a plugin failed transiently."""
+        wait = _seconds_until(job.get("retry_at"))
+        if wait > 0:
+            heapq.heappush(self.delayed, (time.monotonic() + wait, job["id"]))
+        else:
+            self.pending[job["id"]] = None
+
     def _dispatch(self) -> None:
+        while self.delayed and self.delayed[0][0] <= time.monotonic():
+            self.pending[heapq.heappop(self.delayed)[1]] = None
         if self._inbox_missing:
             return
         if self.parked and not self._inbox_empty():
@@ -398,7 +408,7 @@ class Daemon:
                 "input_path": str(path),
                 "folder": ResultStore.job_folder_key(job["input"], job_id),
                 "plugins": job["plugins"],
-                "options": {k: dict(v) for k, v in self.settings.plugin_options.items()},
+                "options": self.settings.chain_for(job["input"])[1],
             })
 
     def _reuse(self, job: dict[str, Any]) -> bool:
@@ -434,6 +444,17 @@ class Daemon:
                 self.store.set_progress(event.job_id, event.value)
             return
         outcome = event.value
+        if outcome["status"] == FAILED and outcome.get("transient"):
+            job = self.store.get(event.job_id)
+            if job["attempts"] < self.settings.max_attempts:
+                wait = self.settings.retry_backoff * 2 ** (job["attempts"] - 1)
+                retry_at = _iso_in(wait)
+                job = self.store.requeue(event.job_id, count_attempt=True, retry_at=retry_at,
+                                         error=outcome.get("error"))
+                log.warning("job %s %s: %s; retrying in %g s (attempt %d of %d)", job["id"], job["input"],
+                            outcome.get("error"), wait, job["attempts"] + 1, self.settings.max_attempts)
+                self._queue_pending(job)
+                return
         self._finish(event.job_id, outcome["status"], outcome.get("output"), outcome.get("error"))
 
     def _finish(self, job_id: str, status: str, output: str | None, error: str | None) -> None:
@@ -468,3 +489,15 @@ class Daemon:
         if answer.get("removed"):
             log.info("retention: pruned %d finished jobs older than %g s",
                      answer["removed"], self.settings.retention)
+
+
+def _iso_in(seconds: float) -> str:
+    moment = datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _seconds_until(iso: str | None) -> float:
+    if not iso:
+        return 0.0
+    moment = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return (moment - datetime.now(timezone.utc)).total_seconds()

@@ -36,6 +36,7 @@ def _run_chain(task: dict[str, Any], plugins: dict, results, send) -> dict[str, 
     names: list[str] = task["plugins"]
     document: dict[str, Any] = {"job_id": job_id, "input": task["input"], "plugins": {}}
     error: str | None = None
+    transient = False
     last_sent = [0.0]
 
     for index, name in enumerate(names):
@@ -72,6 +73,7 @@ def _run_chain(task: dict[str, Any], plugins: dict, results, send) -> dict[str, 
                 document["plugins"][name] = section
             except PluginError as exc:
                 error = f"Plugin '{name}' failed: {str(exc).rstrip('.')}."
+                transient = exc.transient
             except MemoryError:
                 error = f"Plugin '{name}' ran out of memory."
             except Exception as exc:
@@ -81,7 +83,8 @@ def _run_chain(task: dict[str, Any], plugins: dict, results, send) -> dict[str, 
             document["plugins"][name] = {"error": error}
             break
     key = results.write(task["folder"], document)
-    return {"status": "failed" if error else "completed", "output": key, "error": error}
+    return {"status": "failed" if error else "completed", "output": key, "error": error,
+            "transient": transient}
 
 
 def _die_with_parent() -> None:
@@ -96,10 +99,16 @@ def _die_with_parent() -> None:
         pass
 
 
-def worker_main(conn: Connection, output_root: str, log_level: int) -> None:
+def worker_main(conn: Connection, output_root: str, log_level: int, memory_mb: int | None = None) -> None:
     # Own process group: a timeout kill takes any children (ffmpeg, ...) with it.
     os.setsid()
     _die_with_parent()
+    if memory_mb:
+        # Address space, not RSS: a plugin that allocates past it gets MemoryError.
+        import resource
+
+        limit = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
@@ -160,6 +169,7 @@ class WorkerPool:
     output_root: str
     plugin_timeout: float
     log_level: int = logging.INFO
+    memory_mb: int | None = None
     handles: list[WorkerHandle] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -170,7 +180,7 @@ class WorkerPool:
     def _spawn(self) -> WorkerHandle:
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(
-            target=worker_main, args=(child, self.output_root, self.log_level),
+            target=worker_main, args=(child, self.output_root, self.log_level, self.memory_mb),
             name="forgesyte-worker", daemon=True,
         )
         process.start()

@@ -15,6 +15,10 @@ ENTRY_POINT_GROUP = "forgesyte.plugins"
 
 BUILTINS = {
     "metadata": "forgesyte.plugins.builtin.metadata:MetadataPlugin",
+    "scenes": "forgesyte.plugins.builtin.scenes:ScenesPlugin",
+    "motion": "forgesyte.plugins.builtin.motion:MotionPlugin",
+    "thumbnails": "forgesyte.plugins.builtin.thumbnails:ThumbnailsPlugin",
+    "faces": "forgesyte.plugins.builtin.faces:FacesPlugin",
 }
 
 

@@ -445,7 +445,7 @@ class JobStore:
         job = self.get(job_id)
         return self._transition(
             job_id, "claim", attempts=job["attempts"] + 1, started_at=utc_now(),
-            finished_at=None, progress=0, error=None,
+            finished_at=None, progress=0, error=None, retry_at=None,
         )
 
     def complete(self, job_id: str, output_key: str | None) -> dict[str, Any]:
@@ -456,16 +456,19 @@ class JobStore:
     def fail(self, job_id: str, error: str, output_key: str | None = None) -> dict[str, Any]:
         return self._transition(job_id, "fail", output=output_key, error=error, finished_at=utc_now())
 
-    def requeue(self, job_id: str, *, count_attempt: bool) -> dict[str, Any]:
-        """Running -> pending. A clean stop does not count as an attempt; a crash does."""
+    def requeue(self, job_id: str, *, count_attempt: bool, retry_at: str | None = None,
+                error: str | None = None) -> dict[str, Any]:
+        """Running -> pending. A clean stop does not count as an attempt; a crash or a
+        transient plugin failure does (then `retry_at` says when to run it again)."""
         job = self.get(job_id)
         attempts = job["attempts"] if count_attempt else max(0, job["attempts"] - 1)
-        return self._transition(job_id, "requeue", attempts=attempts, progress=0, started_at=None)
+        return self._transition(job_id, "requeue", attempts=attempts, progress=0, started_at=None,
+                                retry_at=retry_at, error=error)
 
     def retry(self, job_id: str) -> dict[str, Any]:
         return self._transition(
             job_id, "retry", attempts=0, progress=0, error=None, output=None,
-            started_at=None, finished_at=None,
+            started_at=None, finished_at=None, retry_at=None,
         )
 
     def resettle(

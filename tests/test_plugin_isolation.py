@@ -1,0 +1,188 @@
+"""A bad plugin never takes the daemon down: each failure mode fails only its job.
+
+Test plugins are real modules registered through real entry points (a
+.dist-info on PYTHONPATH); per-folder rules route each input to one of them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tests.conftest import register_test_plugin, wait_until
+
+BAD_PLUGINS = '''
+import ctypes, os, time
+from forgesyte.plugins.base import PluginError
+
+class Raiser:
+    name = "raiser"
+    def run(self, video, ctx):
+        raise RuntimeError("boom in the plugin")
+
+class Segfault:
+    name = "segv"
+    def run(self, video, ctx):
+        ctypes.string_at(0)  # SIGSEGV in the worker process
+
+class Hang:
+    name = "hang"
+    def run(self, video, ctx):
+        while True:
+            time.sleep(1)
+
+class Hog:
+    name = "hog"
+    def run(self, video, ctx):
+        hoard = []
+        while True:
+            hoard.append(bytes(256 * 1024 * 1024))  # calloc: address space, quickly
+
+class Flaky:
+    name = "flaky"
+    def run(self, video, ctx):
+        counter = os.environ["FORGESYTE_TEST_COUNTER"]
+        n = int(open(counter).read() or 0) if os.path.exists(counter) else 0
+        open(counter, "w").write(str(n + 1))
+        if n < 2:
+            raise PluginError("the license server did not answer", transient=True)
+        ctx.progress(1.0)
+        return {"tries": n + 1}
+
+class Progress:
+    name = "progress"
+    def run(self, video, ctx):
+        for i in range(30):
+            ctx.progress(i / 30)
+            time.sleep(0.1)
+        return {"ok": True}
+'''
+
+RULES = """
+plugin_timeout = 3
+worker_memory_mb = 3000
+retry_backoff = 0.2
+max_attempts = 3
+workers = 2
+
+[[rules]]
+match = "bad/raise*"
+plugins = ["metadata", "raiser"]
+
+[[rules]]
+match = "bad/segv*"
+plugins = ["segv"]
+
+[[rules]]
+match = "bad/hang*"
+plugins = ["hang"]
+
+[[rules]]
+match = "bad/hog*"
+plugins = ["hog"]
+
+[[rules]]
+match = "flaky/*"
+plugins = ["flaky"]
+
+[[rules]]
+match = "slow/*"
+plugins = ["progress"]
+"""
+
+
+def setup_plugins(home, tmp_path):
+    folder = tmp_path / "badplugins"
+    folder.mkdir()
+    (folder / "bad_plugins.py").write_text(BAD_PLUGINS)
+    dist = folder / "bad_plugins-0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-plugins\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text("[forgesyte.plugins]\n" + "".join(
+        f"{name} = bad_plugins:{cls}\n" for name, cls in (
+            ("raiser", "Raiser"), ("segv", "Segfault"), ("hang", "Hang"), ("hog", "Hog"),
+            ("flaky", "Flaky"), ("progress", "Progress"))))
+    original = home.env
+
+    def env():
+        e = original()
+        e["PYTHONPATH"] = str(folder)
+        e["FORGESYTE_TEST_COUNTER"] = str(tmp_path / "flaky-count")
+        return e
+    home.env = env
+    home.config.write_text("settle_seconds = 0.3\nscan_interval = 60\n" + RULES)
+
+
+def test_each_failure_mode_fails_only_its_job(home, videos, tmp_path):
+    setup_plugins(home, tmp_path)
+    proc = home.start()
+    data = videos["clip.mp4"].read_bytes()
+    started = time.monotonic()
+    for name in ("raise", "segv", "hang", "hog"):
+        (home.inbox / "bad").mkdir(parents=True, exist_ok=True)
+        (home.inbox / f"bad/{name}.mp4").write_bytes(data + name.encode())
+    for i in range(4):
+        (home.inbox / "good").mkdir(exist_ok=True)
+        (home.inbox / f"good/{i}.mp4").write_bytes(data + b"good%d" % i)
+
+    expected = {
+        "bad/raise.mp4": "Plugin 'raiser' crashed: RuntimeError: boom in the plugin.",
+        "bad/segv.mp4": "Plugin 'segv' crashed the worker (killed by SIGSEGV).",
+        "bad/hang.mp4": "Plugin 'hang' did not finish within 3 s and was stopped.",
+        "bad/hog.mp4": "Plugin 'hog' ran out of memory.",
+    }
+    for key, error in expected.items():
+        job = home.wait_status(key, timeout=30)
+        assert job["status"] == "failed" and job["error"] == error, job
+    for i in range(4):
+        assert home.wait_status(f"good/{i}.mp4")["status"] == "completed"
+    # Timeout (3 s) plus a few seconds covers everything, even sharing two workers.
+    assert time.monotonic() - started < 3 + 12
+    # Partial failure: the section of the plugin that succeeded is kept, the failing one holds its error.
+    job = home.json("show", "bad/raise.mp4")
+    document = json.loads((home.output / job["output"]).read_text())
+    assert document["plugins"]["metadata"]["video"]["codec"] == "h264"
+    assert document["plugins"]["raiser"] == {"error": expected["bad/raise.mp4"]}
+    assert job["plugins"] == ["metadata", "raiser"]  # the record says what it ran
+    assert proc.poll() is None
+    assert home.stop(proc) == 0
+
+
+def test_transient_failure_retries_with_backoff(home, videos, tmp_path):
+    setup_plugins(home, tmp_path)
+    proc = home.start()
+    home.drop(videos["clip.mp4"], "flaky/a.mp4")
+    job = home.wait_status("flaky/a.mp4", timeout=30)
+    assert job["status"] == "completed" and job["attempts"] == 3, job
+    assert json.loads(home.cli("results", "flaky/a.mp4", "--plugin", "flaky").stdout) == {"tries": 3}
+    assert "retrying in 0.2 s" in home.log_text() and "retrying in 0.4 s" in home.log_text()
+    assert home.stop(proc) == 0
+
+
+def test_progress_reaches_the_record(home, videos, tmp_path):
+    setup_plugins(home, tmp_path)
+    proc = home.start()
+    home.drop(videos["clip.mp4"], "slow/a.mp4")
+    seen = wait_until(lambda: (lambda j: j["progress"] if j["status"] == "running" and 0 < j["progress"] < 100
+                               else None)(home.wait_status("slow/a.mp4", ("running", "completed"))),
+                      20, "a progress value between 0 and 100 while running")
+    assert 0 < seen < 100
+    assert home.wait_status("slow/a.mp4")["progress"] == 100
+    assert home.stop(proc) == 0
+
+
+def test_plugin_that_fails_to_import(home, videos, tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "broken_plugin.py").write_text("import not_a_module_anywhere\n")
+    register_test_plugin(home, folder, "broken", "broken_plugin:Broken")
+    listed = {p["name"]: p for p in home.json("plugins")}
+    assert listed["broken"]["error"] == "ModuleNotFoundError: No module named 'not_a_module_anywhere'"
+    assert listed["metadata"]["error"] is None
+    # Installed but unused: the daemon runs as usual.
+    home.drop(videos["clip.mp4"], "a.mp4")
+    assert home.start("--once").wait(timeout=60) == 0
+    # Asked for: bad configuration, one sentence, exit 2.
+    proc = home.cli("run", "--once", "--plugins", "metadata,broken")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("Plugin 'broken' cannot be loaded: ModuleNotFoundError")
