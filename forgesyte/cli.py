@@ -139,16 +139,19 @@ def cli(ctx: click.Context, **flags: Any) -> None:
 def run(ctx: click.Context, once: bool, workers, plugins, polling, log_level: str) -> int:
     """Run the daemon in the foreground (logs to stderr)."""
     from forgesyte.daemon.service import AlreadyRunning, Daemon
-    from forgesyte.plugins.registry import discover
+    from forgesyte.plugins.registry import DiscoveryFailed, probe
 
     settings = _settings(ctx, workers=workers, plugins=plugins, polling=polling)
     _ready_dirs(settings, create=True)
-    available = discover()
+    try:
+        available = probe()
+    except DiscoveryFailed as exc:
+        raise ConfigFailure(str(exc)) from None
     for name in sorted(settings.all_plugin_names()):
         if name not in available:
             raise ConfigFailure(f"Unknown plugin '{name}'; installed: {', '.join(sorted(available))}.")
-        if available[name].error:
-            raise ConfigFailure(f"Plugin '{name}' cannot be loaded: {available[name].error}.")
+        if available[name]["error"]:
+            raise ConfigFailure(f"Plugin '{name}' cannot be loaded: {available[name]['error']}.")
     level = getattr(logging, log_level.upper())
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -7,6 +7,7 @@ A plugin that fails to import is still listed, with its error, so
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -79,3 +80,29 @@ def discover() -> dict[str, PluginInfo]:
             continue
         found[ep.name] = _load(ep.name, ep.load, f"entry point {ep.value}")
     return found
+
+
+_PROBE = (
+    "import json; from forgesyte.plugins.registry import discover; "
+    "print(json.dumps([info.as_json() for info in discover().values()]))"
+)
+
+
+class DiscoveryFailed(Exception):
+    pass
+
+
+def probe() -> dict[str, dict[str, Any]]:
+    """discover(), run in a child process: the daemon never imports plugin code itself,
+    so a plugin's import-time crash cannot take it down and its memory stays small."""
+    import subprocess
+    import sys
+
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        raise DiscoveryFailed("Loading the plugins took more than 300 s.") from None
+    if proc.returncode != 0:
+        detail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise DiscoveryFailed(f"Loading the plugins crashed ({detail}).")
+    return {item["name"]: item for item in json.loads(proc.stdout.strip().splitlines()[-1])}
