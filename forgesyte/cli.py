@@ -152,11 +152,14 @@ def run(ctx: click.Context, once: bool, workers, plugins, polling, log_level: st
             raise ConfigFailure(f"Unknown plugin '{name}'; installed: {', '.join(sorted(available))}.")
         if available[name]["error"]:
             raise ConfigFailure(f"Plugin '{name}' cannot be loaded: {available[name]['error']}.")
+    from forgesyte.daemon.systemd import configure_logging
+
     level = getattr(logging, log_level.upper())
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level)
+    flags = dict(ctx.obj, workers=workers, plugins=plugins, polling=polling)
     try:
-        return Daemon(settings, once=once, log_level=level).run()
+        return Daemon(settings, once=once, log_level=level,
+                      reload=lambda: load_settings(flags)).run()
     except AlreadyRunning as exc:
         raise ConfigFailure(str(exc)) from None
 
@@ -183,9 +186,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         _emit_json(document)
         return
-    daemon = (f"running (pid {info['pid']}, since {info['since']})" if info["running"] else "not running")
+    from forgesyte.views import age, paint, use_colour
+
+    colour = use_colour(sys.stdout)
+    daemon = (f"running (pid {info['pid']}, up {age(info['since'])}, since {info['since']})"
+              if info["running"] else paint("not running", "failed", colour))
     click.echo(f"daemon:    {daemon}")
-    click.echo("jobs:      " + "  ".join(f"{k} {v}" for k, v in counts.items()) + f"  total {document['total']}")
+    click.echo("jobs:      " + "  ".join(paint(f"{k} {v}", k, colour) for k, v in counts.items())
+               + f"  total {document['total']}")
     click.echo(f"inbox:     {settings.inbox}")
     click.echo(f"output:    {settings.output}")
 
@@ -209,14 +217,11 @@ def list_(ctx: click.Context, status_: str | None, limit: int, as_json: bool) ->
     if not jobs:
         click.echo("No jobs.")
         return
-    width = shutil.get_terminal_size((100, 20)).columns
-    rows = [(j["id"], j["status"], f"{j['progress']}%", j["created_at"][:19].replace("T", " "), j["input"])
-            for j in jobs]
-    header = ("ID", "STATUS", "PROG", "CREATED (UTC)", "INPUT")
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
-    for row in [header] + rows:
-        line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
-        click.echo(line if len(line) <= width or not sys.stdout.isatty() else line[: width - 1] + "…")
+    from forgesyte.views import jobs_table, use_colour
+
+    width = shutil.get_terminal_size((120, 20)).columns if sys.stdout.isatty() else 10_000
+    for line in jobs_table(jobs, use_colour(sys.stdout), width):
+        click.echo(line)
 
 
 @cli.command()
@@ -233,10 +238,10 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
     if as_json:
         _emit_json(record)
         return
-    width = max(len(k) for k in record)
-    for key, value in record.items():
-        shown = ", ".join(value) if isinstance(value, list) else ("-" if value is None else value)
-        click.echo(f"{key.ljust(width)}  {shown}")
+    from forgesyte.views import job_detail, use_colour
+
+    for line in job_detail(record, use_colour(sys.stdout)):
+        click.echo(line)
 
 
 @cli.command()
@@ -319,6 +324,98 @@ def plugins(as_json: bool) -> None:
     for p in found:
         tail = f"LOAD ERROR: {p['error']}" if p["error"] else p["description"]
         click.echo(f"{p['name'].ljust(width)}  {str(p['version'] or '-').ljust(6)}  {tail}")
+
+
+@cli.command()
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many refreshes.")
+@click.pass_context
+def watch(ctx: click.Context, interval: float, count: int | None) -> None:
+    """A live view of running jobs with progress bars (Ctrl-C to leave)."""
+    import time
+
+    from forgesyte.daemon.lock import daemon_info
+    from forgesyte.views import use_colour, watch_screen
+
+    settings = _settings(ctx)
+    _ready_dirs(settings, create=False)
+    tty = sys.stdout.isatty()
+    shown = 0
+    try:
+        while count is None or shown < count:
+            store = _store(settings)  # a fresh snapshot each refresh
+            lines = watch_screen(store.counts(), store.with_status("running"), store.newest(5),
+                                 daemon_info(settings.state), use_colour(sys.stdout))
+            if tty:
+                click.echo("\x1b[H\x1b[2J", nl=False)
+            click.echo("\n".join(lines))
+            shown += 1
+            if count is None or shown < count:
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@click.pass_context
+def doctor(ctx: click.Context) -> None:
+    """Check directories, inotify limits, plugins and the daemon; say what to fix."""
+    from forgesyte.doctor import FAIL, OK, run_checks
+    from forgesyte.views import use_colour
+
+    settings = _settings(ctx)
+    colour = use_colour(sys.stdout)
+    checks = run_checks(settings)
+    for check in checks:
+        mark = {OK: "completed", FAIL: "failed"}.get(check.level, "running")
+        label = click.style(f"[{check.level}]", fg={"completed": "green", "failed": "red"}.get(mark, "yellow")) \
+            if colour else f"[{check.level}]"
+        click.echo(f"{label} {check.what}")
+        if check.fix:
+            click.echo(f"       fix: {check.fix}")
+    if any(c.level == FAIL for c in checks):
+        raise click.exceptions.Exit(EXIT_USER)
+
+
+@cli.group()
+def service() -> None:
+    """Run ForgeSyte under systemd."""
+
+
+@service.command("install")
+@click.option("--user", "user_unit", is_flag=True, help="A user unit (~/.config/systemd/user), no root needed.")
+@click.option("--print", "print_only", is_flag=True, help="Print the unit instead of writing it.")
+@click.option("--unit-dir", type=click.Path(path_type=Path), help="Where to write the unit file.")
+@click.option("--service-user", default="forgesyte", show_default=True, help="System unit: the account to run as.")
+@click.pass_context
+def service_install(ctx: click.Context, user_unit: bool, print_only: bool, unit_dir, service_user: str) -> None:
+    """Write a systemd unit for the configured directories, and say how to enable it."""
+    from forgesyte.daemon.unit import render
+    from forgesyte.daemon.unit import unit_dir as default_unit_dir
+
+    settings = _settings(ctx)
+    exec_start = f"{sys.executable} -m forgesyte"
+    text = render(settings, exec_start, user_unit=user_unit, service_user=service_user,
+                  origin=" on this machine")
+    if print_only:
+        click.echo(text, nl=False)
+        return
+    folder = unit_dir or default_unit_dir(user_unit)
+    path = folder / "forgesyte.service"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise UserError(f"Cannot write {path}: {exc.strerror} (a system unit needs root; try --user).") from None
+    ctl = "systemctl --user" if user_unit else "systemctl"
+    click.echo(f"Wrote {path}.")
+    if not user_unit:
+        dirs = " ".join(str(d) for d in (settings.inbox, settings.output, settings.state))
+        click.echo(f"Create the account and hand it the directories (once):\n"
+                   f"  useradd --system --no-create-home --shell /usr/sbin/nologin {service_user}\n"
+                   f"  mkdir -p {dirs} && chown -R {service_user}: {dirs}")
+    click.echo(f"Then:\n  {ctl} daemon-reload\n  {ctl} enable --now forgesyte\n"
+               f"  {ctl} status forgesyte\n  journalctl {'--user-unit' if user_unit else '-u'} forgesyte -f")
 
 
 def main() -> None:

@@ -95,6 +95,8 @@ class Settings:
     worker_memory_mb: int | None = None
     # First wait before re-running a job whose plugin failed transiently; doubles each time.
     retry_backoff: float = 5.0
+    # On stop, running jobs get this long to finish before they go back to pending.
+    stop_grace: float = 20.0
     rules: tuple[Rule, ...] = ()
     # Finished jobs older than this many seconds are pruned by the daemon (None: keep all).
     retention: float | None = None
@@ -268,6 +270,7 @@ def load_settings(
         ("polling_interval", float, 0.1),
         ("plugin_timeout", float, 0.1),
         ("retry_backoff", float, 0.0),
+        ("stop_grace", float, 0.0),
         ("worker_memory_mb", int, 64),
     ):
         if name in merged:

@@ -149,7 +149,7 @@ class Home:
 @pytest.fixture
 def home(tmp_path) -> Home:
     root = tmp_path / "home"
-    config = write_config(root, settle_seconds=0.3, scan_interval=60, workers=2, plugin_timeout=60)
+    config = write_config(root, settle_seconds=0.3, scan_interval=60, workers=2, plugin_timeout=60, stop_grace=1.0)
     h = Home(root, config)
     yield h
     for proc in h.procs:

@@ -110,7 +110,7 @@ def setup_plugins(home, tmp_path):
         e["FORGESYTE_TEST_COUNTER"] = str(tmp_path / "flaky-count")
         return e
     home.env = env
-    home.config.write_text("settle_seconds = 0.3\nscan_interval = 60\n" + RULES)
+    home.config.write_text("settle_seconds = 0.3\nscan_interval = 60\nstop_grace = 1\n" + RULES)
 
 
 def test_each_failure_mode_fails_only_its_job(home, videos, tmp_path):

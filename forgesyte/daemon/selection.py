@@ -13,6 +13,10 @@ from typing import Iterable
 
 class Selection:
     def __init__(self, extensions: Iterable[str], ignore_patterns: Iterable[str]):
+        self.update(extensions, ignore_patterns)
+
+    def update(self, extensions: Iterable[str], ignore_patterns: Iterable[str]) -> None:
+        """In place, so the watcher's handler sees a reload at once."""
         self.extensions = frozenset(e.lower().lstrip(".") for e in extensions)
         self.ignore = tuple(ignore_patterns)
 

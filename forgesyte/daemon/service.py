@@ -19,14 +19,15 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 from forgesyte import __version__
-from forgesyte.config import Settings
+from forgesyte.config import ConfigError, Settings
 from forgesyte.daemon import control, mailbox
 from forgesyte.daemon.lock import StateLock
 from forgesyte.daemon.selection import Selection
 from forgesyte.daemon.settle import SettleGate, signature
+from forgesyte.daemon.systemd import Notifier
 from forgesyte.daemon.watch import CLOSED, FILE, OPENED, SCAN, InboxWatcher, scan
 from forgesyte.daemon.workers import WorkerEvent, WorkerPool
 from forgesyte.storage.jobs import COMPLETED, FAILED, PENDING, RUNNING, JobNotFound, JobStore
@@ -59,8 +60,13 @@ class Hashing:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, *, once: bool = False, log_level: int = logging.INFO):
+    def __init__(self, settings: Settings, *, once: bool = False, log_level: int = logging.INFO,
+                 reload: Callable[[], Settings] | None = None):
         self.settings = settings
+        self.reload_settings = reload
+        self.notifier = Notifier()
+        self._reload_requested = False
+        self._next_status = 0.0
         self.once = once
         self.log_level = log_level
         self.inbox = Root(settings.inbox)
@@ -93,7 +99,11 @@ class Daemon:
 
     # -- lifecycle -----------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
-        log.info("received %s; stopping", signal.Signals(signum).name)
+        if signum == signal.SIGHUP:
+            self._reload_requested = True
+            return
+        if not self.stopping:
+            log.info("received %s; stopping", signal.Signals(signum).name)
         self.stopping = True
 
     def run(self) -> int:
@@ -102,7 +112,7 @@ class Daemon:
             raise AlreadyRunning(
                 f"Another ForgeSyte daemon already holds the state folder {self.settings.state}."
             )
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         self.store = JobStore(self.settings.state, autoflush=False)
         self.hasher = ThreadPoolExecutor(1, thread_name_prefix="forgesyte-hash")
         self.scanner = ThreadPoolExecutor(1, thread_name_prefix="forgesyte-scan")
@@ -122,9 +132,12 @@ class Daemon:
                      self.settings.workers, ",".join(self.settings.plugins))
             print(f"ForgeSyte is watching {self.settings.inbox}", flush=True)
             print(f"Results go to {self.settings.output}", flush=True)
+            self.notifier.ready(self._status_text())
             self._loop()
+            self._drain_running()
         finally:
             self._shutdown()
+            self.notifier.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             lock.release()
@@ -162,6 +175,24 @@ class Daemon:
             self._queue_pending(job)
         self.store.flush()
 
+    def _status_text(self) -> str:
+        counts = self.store.counts()
+        return ("Watching {inbox}: {pending} pending, {running} running, {completed} completed, "
+                "{failed} failed").format(inbox=self.settings.inbox, **counts)
+
+    def _drain_running(self) -> None:
+        """A graceful stop: no new work; running jobs get `stop_grace` seconds to finish.
+        Whatever is still running then goes back to pending in _shutdown."""
+        if self.pool is None:
+            return
+        self.notifier.stopping(f"Stopping: {len(self.pool.busy_jobs)} running jobs finishing")
+        self.watcher.stop()
+        deadline = time.monotonic() + self.settings.stop_grace
+        while self.pool.busy_jobs and time.monotonic() < deadline:
+            for event in self.pool.poll(min(TICK * 4, max(0.0, deadline - time.monotonic()))):
+                self._apply(event)
+            self._flush()
+
     def _shutdown(self) -> None:
         self.watcher.close()
         self.hasher.shutdown(wait=False, cancel_futures=True)
@@ -196,6 +227,7 @@ class Daemon:
             self._flush()
             self._maintain()
             self._retention()
+            self._systemd()
             if not self._inbox_missing:
                 self._drain_events()
                 for ready in self.gate.poll():
@@ -214,6 +246,48 @@ class Daemon:
             and self.watcher.events.empty() and not self.gate and not self.hashing
             and not self.pending and not self.delayed and not self.waiting and not self.pool.busy_jobs
         )
+
+    def _systemd(self) -> None:
+        healthy = (self._inbox_missing or self.watcher.healthy()) and self.pool.healthy()
+        self.notifier.watchdog(healthy)
+        if self.notifier.enabled and time.monotonic() >= self._next_status:
+            self._next_status = time.monotonic() + 2.0
+            self.notifier.status(self._status_text())
+        if self._reload_requested:
+            self._reload_requested = False
+            self._reload()
+
+    def _reload(self) -> None:
+        """SIGHUP: new plugins, rules, patterns and timings; running and pending jobs stay."""
+        if self.reload_settings is None:
+            return
+        self.notifier.reloading()
+        try:
+            new = self.reload_settings()
+            from forgesyte.plugins.registry import DiscoveryFailed, probe
+
+            available = probe()
+            bad = sorted(n for n in new.all_plugin_names() if n not in available or available[n]["error"])
+            if bad:
+                raise ConfigError(f"plugins not available: {', '.join(bad)}")
+        except (ConfigError, DiscoveryFailed) as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            self.notifier.ready(self._status_text())
+            return
+        fixed = ("inbox", "output", "state", "workers", "polling", "worker_memory_mb")
+        changed = [name for name in fixed if getattr(new, name) != getattr(self.settings, name)]
+        if changed:
+            log.warning("reload: %s can only change with a restart; keeping the running values",
+                        ", ".join(changed))
+            new = new.with_overrides(**{name: getattr(self.settings, name) for name in fixed})
+        self.settings = new
+        self.selection.update(new.video_extensions, new.ignore_patterns)
+        self.gate.quiet, self.gate.open_timeout = new.settle_seconds, new.open_timeout
+        self.pool.plugin_timeout = new.plugin_timeout
+        self._next_prune = 0.0
+        log.info("configuration reloaded: plugins %s, %d rules", ",".join(new.plugins), len(new.rules))
+        self.notifier.ready(self._status_text())
+        self._start_scan(force=True)  # new patterns may take files that were ignored
 
     def _inbox_available(self) -> bool:
         if not os.path.isdir(self.settings.inbox):

@@ -1,0 +1,98 @@
+"""`forgesyte doctor`: check what usually goes wrong, and say what to do about it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from forgesyte.config import ConfigError, Settings, prepare_directories
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+@dataclass
+class Check:
+    level: str
+    what: str
+    fix: str = ""
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        return int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    checks: list[Check] = []
+    try:
+        prepare_directories(settings, create=False)
+        checks.append(Check(OK, f"inbox, output and state are writable directories (inbox {settings.inbox})"))
+    except ConfigError as exc:
+        checks.append(Check(FAIL, str(exc), "Create it (forgesyte run does) or fix its owner and mode "
+                                              "for the user the daemon runs as."))
+
+    if settings.polling:
+        checks.append(Check(OK, f"polling observer every {settings.polling_interval:g} s (no inotify limits apply)"))
+    elif settings.inbox.is_dir():
+        dirs = sum(1 for _ in os.walk(settings.inbox)) if settings.inbox.is_dir() else 0
+        watches = _read_int("/proc/sys/fs/inotify/max_user_watches")
+        if watches is None:
+            checks.append(Check(WARN, "cannot read fs.inotify.max_user_watches",
+                                "If the inbox is large, consider --polling."))
+        elif dirs > watches * 0.8:
+            checks.append(Check(FAIL, f"the inbox has {dirs} directories; fs.inotify.max_user_watches is {watches}",
+                                f"sysctl -w fs.inotify.max_user_watches={max(dirs * 2, 524288)} "
+                                "(and persist it in /etc/sysctl.d/), or run with --polling."))
+        else:
+            checks.append(Check(OK, f"inotify: {dirs} directories to watch, limit {watches}"))
+        instances = _read_int("/proc/sys/fs/inotify/max_user_instances")
+        if instances is not None and instances < 8:
+            checks.append(Check(WARN, f"fs.inotify.max_user_instances is only {instances}",
+                                "sysctl -w fs.inotify.max_user_instances=128"))
+        if os.path.ismount(settings.inbox) or _on_network_fs(settings.inbox):
+            checks.append(Check(WARN, "the inbox is a mount point; inotify misses changes made on other machines",
+                                "For NFS/CIFS shares run with --polling."))
+
+    from forgesyte.plugins.registry import DiscoveryFailed, probe
+
+    try:
+        available = probe()
+        wanted = settings.all_plugin_names()
+        missing = sorted(n for n in wanted if n not in available)
+        broken = sorted(n for n in available if available[n]["error"])
+        if missing:
+            checks.append(Check(FAIL, f"configured plugins not installed: {', '.join(missing)}",
+                                "pip install the package that provides them, or remove them from the config."))
+        for name in broken:
+            level = FAIL if name in wanted else WARN
+            checks.append(Check(level, f"plugin {name} does not load: {available[name]['error']}",
+                                "Reinstall it, or uninstall it if unused."))
+        if not missing and not any(n in wanted for n in broken):
+            checks.append(Check(OK, f"plugins load: {', '.join(sorted(n for n in available if not available[n]['error']))}"))
+    except DiscoveryFailed as exc:
+        checks.append(Check(FAIL, str(exc), "Run `forgesyte plugins` to find the plugin that crashes."))
+
+    from forgesyte.daemon.lock import daemon_info
+
+    info = daemon_info(settings.state)
+    if info["running"]:
+        checks.append(Check(OK, f"daemon running (pid {info['pid']}, since {info['since']})"))
+    else:
+        checks.append(Check(WARN, "no daemon holds this state folder",
+                            "Start it: forgesyte run, or systemctl start forgesyte."))
+    return checks
+
+
+def _on_network_fs(path: Path) -> bool:
+    try:
+        best, fstype = "", ""
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 2 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
+                best, fstype = parts[1], parts[2]
+        return fstype in {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p"}
+    except OSError:
+        return False
