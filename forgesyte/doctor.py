@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from forgesyte.config import ConfigError, Settings, prepare_directories
@@ -27,11 +27,26 @@ def _read_int(path: str) -> int | None:
 
 def run_checks(settings: Settings) -> list[Check]:
     checks: list[Check] = []
+    missing = [name for name in ("inbox", "output", "state") if not os.path.lexists(getattr(settings, name))]
+    for name in missing:
+        path = getattr(settings, name)
+        parent = next(p for p in path.parents if p.exists())
+        if os.access(parent, os.W_OK | os.X_OK):
+            checks.append(Check(WARN, f"the {name} directory {path} does not exist yet",
+                                "forgesyte run creates it (mode 0750)."))
+        else:
+            checks.append(Check(FAIL, f"the {name} directory {path} does not exist and {parent} is not writable",
+                                f"Create {path} and give it to the user the daemon runs as."))
     try:
-        prepare_directories(settings, create=False)
-        checks.append(Check(OK, f"inbox, output and state are writable directories (inbox {settings.inbox})"))
+        present = {name: getattr(settings, name) for name in ("inbox", "output", "state") if name not in missing}
+        for name, path in present.items():
+            if not path.is_dir():
+                raise ConfigError(f"The {name} path {path} exists but is not a directory.")
+        if present:
+            prepare_directories(replace(settings, **{n: settings.state for n in missing}), create=False)
+            checks.append(Check(OK, "existing directories are writable: " + ", ".join(present)))
     except ConfigError as exc:
-        checks.append(Check(FAIL, str(exc), "Create it (forgesyte run does) or fix its owner and mode "
+        checks.append(Check(FAIL, str(exc), "Remove or rename it, or fix its owner and mode "
                                               "for the user the daemon runs as."))
 
     if settings.polling:

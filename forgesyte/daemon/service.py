@@ -261,11 +261,11 @@ class Daemon:
         """SIGHUP: new plugins, rules, patterns and timings; running and pending jobs stay."""
         if self.reload_settings is None:
             return
+        from forgesyte.plugins.registry import DiscoveryFailed, probe
+
         self.notifier.reloading()
         try:
             new = self.reload_settings()
-            from forgesyte.plugins.registry import DiscoveryFailed, probe
-
             available = probe()
             bad = sorted(n for n in new.all_plugin_names() if n not in available or available[n]["error"])
             if bad:
