@@ -72,6 +72,7 @@ class Home:
     root: Path
     config: Path
     procs: list[subprocess.Popen] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)  # for every process the test starts
 
     @property
     def inbox(self) -> Path:
@@ -86,7 +87,12 @@ class Home:
         return self.root / "state"
 
     def env(self) -> dict[str, str]:
-        return base_env(self.root, self.config)
+        return {**base_env(self.root, self.config), **self.extra_env}
+
+    def add_pythonpath(self, folder: Path) -> None:
+        """Make a folder importable (and its .dist-info entry points visible) in our processes."""
+        current = self.extra_env.get("PYTHONPATH")
+        self.extra_env["PYTHONPATH"] = str(folder) + (":" + current if current else "")
 
     def cli(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
         proc = subprocess.run(
@@ -167,11 +173,4 @@ def register_test_plugin(home, plugin_dir, name, ref):
     dist.mkdir()
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}-testplugin\nVersion: 0.0\n")
     (dist / "entry_points.txt").write_text(f"[forgesyte.plugins]\n{name} = {ref}\n")
-    original_env = home.env
-
-    def env():
-        e = original_env()
-        e["PYTHONPATH"] = str(plugin_dir) + (":" + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
-        return e
-
-    home.env = env
+    home.add_pythonpath(plugin_dir)

@@ -19,13 +19,7 @@ def test_example_plugin_installs_and_runs_through_the_daemon(home, tmp_path):
     # --no-build-isolation: build with the venv's setuptools, no download.
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(EXAMPLE)], check=True, timeout=300)
-    original = home.env
-
-    def env():
-        e = original()
-        e["PYTHONPATH"] = str(target)
-        return e
-    home.env = env
+    home.add_pythonpath(target)
     home.config.write_text(home.config.read_text() + "\n[plugin.brightness]\nevery = 2\n")
 
     listed = {p["name"]: p for p in home.json("plugins")}

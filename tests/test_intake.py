@@ -236,14 +236,7 @@ def gated(home, tmp_path):
     register_test_plugin(home, plugin_dir, "gate", "gate_plugin:Gate")
     hold = tmp_path / "hold"
     hold.touch()
-    with_plugin = home.env
-
-    def env():
-        e = with_plugin()
-        e["FORGESYTE_TEST_HOLD"] = str(hold)
-        return e
-
-    home.env = env
+    home.extra_env["FORGESYTE_TEST_HOLD"] = str(hold)
     return hold
 
 

@@ -7,6 +7,7 @@ Test plugins are real modules registered through real entry points (a
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from tests.conftest import register_test_plugin, wait_until
@@ -28,6 +29,9 @@ class Segfault:
 class Hang:
     name = "hang"
     def run(self, video, ctx):
+        import subprocess
+        child = subprocess.Popen(["sleep", "600"])  # a helper process, as ffmpeg would be
+        open(os.environ["FORGESYTE_TEST_CHILD"], "w").write(str(child.pid))
         while True:
             time.sleep(1)
 
@@ -52,9 +56,9 @@ class Flaky:
 class Progress:
     name = "progress"
     def run(self, video, ctx):
-        for i in range(30):
-            ctx.progress(i / 30)
-            time.sleep(0.1)
+        for i in range(20):  # 1.5 s: well inside the 3 s plugin_timeout of these tests
+            ctx.progress(i / 20)
+            time.sleep(0.075)
         return {"ok": True}
 '''
 
@@ -102,14 +106,9 @@ def setup_plugins(home, tmp_path):
         f"{name} = bad_plugins:{cls}\n" for name, cls in (
             ("raiser", "Raiser"), ("segv", "Segfault"), ("hang", "Hang"), ("hog", "Hog"),
             ("flaky", "Flaky"), ("progress", "Progress"))))
-    original = home.env
-
-    def env():
-        e = original()
-        e["PYTHONPATH"] = str(folder)
-        e["FORGESYTE_TEST_COUNTER"] = str(tmp_path / "flaky-count")
-        return e
-    home.env = env
+    home.add_pythonpath(folder)
+    home.extra_env["FORGESYTE_TEST_COUNTER"] = str(tmp_path / "flaky-count")
+    home.extra_env["FORGESYTE_TEST_CHILD"] = str(tmp_path / "hang-child.pid")
     home.config.write_text("settle_seconds = 0.3\nscan_interval = 60\nstop_grace = 1\n" + RULES)
 
 
@@ -136,6 +135,10 @@ def test_each_failure_mode_fails_only_its_job(home, videos, tmp_path):
         assert job["status"] == "failed" and job["error"] == error, job
     for i in range(4):
         assert home.wait_status(f"good/{i}.mp4")["status"] == "completed"
+    # The timeout killed the hung plugin's whole process group, its child too.
+    child = int((tmp_path / "hang-child.pid").read_text())
+    wait_until(lambda: not os.path.exists(f"/proc/{child}") or
+               open(f"/proc/{child}/stat").read().split()[2] == "Z", 10, "the plugin's child to be killed")
     # Timeout (3 s) plus a few seconds covers everything, even sharing two workers.
     assert time.monotonic() - started < 3 + 12
     # Partial failure: the section of the plugin that succeeded is kept, the failing one holds its error.
@@ -167,7 +170,8 @@ def test_progress_reaches_the_record(home, videos, tmp_path):
                                else None)(home.wait_status("slow/a.mp4", ("running", "completed"))),
                       20, "a progress value between 0 and 100 while running")
     assert 0 < seen < 100
-    assert home.wait_status("slow/a.mp4")["progress"] == 100
+    final = home.wait_status("slow/a.mp4")
+    assert final["progress"] == 100, (final, home.log_text()[-1500:])
     assert home.stop(proc) == 0
 
 

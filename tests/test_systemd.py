@@ -51,13 +51,7 @@ def notify(tmp_path):
 
 
 def with_env(home, **extra):
-    original = home.env
-
-    def env():
-        e = original()
-        e.update(extra)
-        return e
-    home.env = env
+    home.extra_env.update(extra)
 
 
 def test_ready_status_watchdog_and_stopping(home, videos, notify):
@@ -88,7 +82,7 @@ def test_no_watchdog_pings_without_watchdog_usec(home, notify):
 
 
 def test_graceful_stop_lets_a_running_job_finish(home, videos, tmp_path):
-    setup_plugins(home, tmp_path)  # `progress` takes 3 s
+    setup_plugins(home, tmp_path)  # `progress` takes 1.5 s
     home.config.write_text(home.config.read_text().replace("stop_grace = 1", "stop_grace = 15"))
     proc = home.start()
     home.drop(videos["clip.mp4"], "slow/a.mp4")
