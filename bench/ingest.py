@@ -21,7 +21,7 @@ from pathlib import Path
 
 from _common import Daemon, median, p95, wait_for
 
-from forgesyte.daemon.service import sha256_file
+from forgesyte.daemon.intake import sha256_file
 from forgesyte.storage.jobs import JobStore
 from tests.videogen import VideoSpec, make_video
 

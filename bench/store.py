@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -67,7 +66,7 @@ def per_job_cost(state: Path, jobs: int, flush_each_transition: bool) -> float:
 
 
 def plain_tinydb_cost(n_existing: int, jobs: int) -> float:
-    from tinydb import Query, TinyDB
+    from tinydb import TinyDB
 
     with tempfile.TemporaryDirectory() as tmp:
         db = TinyDB(os.path.join(tmp, "db.json"))

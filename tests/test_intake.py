@@ -11,7 +11,6 @@ import random
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 from pathlib import Path

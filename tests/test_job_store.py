@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import threading
 import re
 import signal
 import subprocess

@@ -9,15 +9,12 @@ threads only hand work to the loop through queues and futures.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import logging
 import os
-import queue
 import signal
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -26,9 +23,9 @@ from forgesyte.config import ConfigError, Settings
 from forgesyte.daemon import control, mailbox
 from forgesyte.daemon.lock import StateLock
 from forgesyte.daemon.selection import Selection
-from forgesyte.daemon.settle import SettleGate, signature
+from forgesyte.daemon.intake import Intake
 from forgesyte.daemon.systemd import Notifier
-from forgesyte.daemon.watch import CLOSED, FILE, OPENED, SCAN, InboxWatcher, scan
+from forgesyte.daemon.watch import FILE, InboxWatcher, scan
 from forgesyte.daemon.workers import WorkerEvent, WorkerPool
 from forgesyte.storage.jobs import COMPLETED, FAILED, PENDING, RUNNING, JobNotFound, JobStore
 from forgesyte.storage.paths import Root, UnsafeKey
@@ -37,26 +34,10 @@ from forgesyte.storage.results import ResultsMissing, ResultStore
 log = logging.getLogger("forgesyte.daemon")
 
 TICK = 0.05
-HASH_CHUNK = 4 * 1024 * 1024
 
 
 class AlreadyRunning(Exception):
     pass
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@dataclass
-class Hashing:
-    key: str
-    stat: os.stat_result
-    future: Future
 
 
 class Daemon:
@@ -72,16 +53,9 @@ class Daemon:
         self.inbox = Root(settings.inbox)
         self.results = ResultStore(settings.output)
         self.selection = Selection(settings.video_extensions, settings.ignore_patterns)
-        self.open_handles: dict[str, int] = {}  # inbox key -> handles open, from inotify
-        self.gate = SettleGate(
-            self.inbox, settings.settle_seconds, trust_ctime=not settings.polling,
-            is_open=lambda key: self.open_handles.get(key, 0) > 0,
-            open_timeout=settings.open_timeout,
-        )
         self.stopping = False
         self.pending: dict[str, None] = {}  # ordered set of job ids to dispatch
         self.waiting: dict[str, list[str]] = {}  # original id -> duplicates waiting for it
-        self.hashing: dict[str, Hashing] = {}
         self.parked: list[str] = []  # pending jobs waiting for an empty inbox to fill again
         self.delayed: list[tuple[float, str]] = []  # (monotonic due time, job id): backoff
         self.failed_this_run = 0
@@ -114,8 +88,9 @@ class Daemon:
             )
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         self.store = JobStore(self.settings.state, autoflush=False)
-        self.hasher = ThreadPoolExecutor(1, thread_name_prefix="forgesyte-hash")
         self.scanner = ThreadPoolExecutor(1, thread_name_prefix="forgesyte-scan")
+        self.intake = Intake(self.settings, self.inbox, self.store,
+                             scan_dir=lambda key: self.scanner.submit(self._scan_into_queue, key))
         self.pool = None
         self.watcher = InboxWatcher(
             self.inbox, self.selection, self.settings.polling, self.settings.polling_interval
@@ -195,7 +170,7 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self.watcher.close()
-        self.hasher.shutdown(wait=False, cancel_futures=True)
+        self.intake.close()
         self.scanner.shutdown(wait=False, cancel_futures=True)
         if self.pool is not None:
             for job_id in self.pool.shutdown():
@@ -229,10 +204,11 @@ class Daemon:
             self._retention()
             self._systemd()
             if not self._inbox_missing:
-                self._drain_events()
-                for ready in self.gate.poll():
-                    self._start_hash(ready.key, ready.stat)
-                self._collect_hashes()
+                self.intake.drain(self.watcher.events)
+                for job_id, created in self.intake.step():
+                    self.pending[job_id] = None
+                    if created:
+                        self._created_since_flush.add(job_id)
             mailbox.serve(self.settings.state, self._handle_request)
             self._dispatch()
             for event in self.pool.poll(TICK):
@@ -243,7 +219,7 @@ class Daemon:
     def _drained(self) -> bool:
         return (
             self._scan_future is not None and self._scan_future.done()
-            and self.watcher.events.empty() and not self.gate and not self.hashing
+            and self.watcher.events.empty() and self.intake.idle
             and not self.pending and not self.delayed and not self.waiting and not self.pool.busy_jobs
         )
 
@@ -282,7 +258,7 @@ class Daemon:
             new = new.with_overrides(**{name: getattr(self.settings, name) for name in fixed})
         self.settings = new
         self.selection.update(new.video_extensions, new.ignore_patterns)
-        self.gate.quiet, self.gate.open_timeout = new.settle_seconds, new.open_timeout
+        self.intake.reconfigure(new)
         self.pool.plugin_timeout = new.plugin_timeout
         self._next_prune = 0.0
         log.info("configuration reloaded: plugins %s, %d rules", ",".join(new.plugins), len(new.rules))
@@ -301,8 +277,7 @@ class Daemon:
             log.error("the inbox %s is gone (unmounted?); intake paused until it returns; "
                       "no job is failed or re-queued because of it", self.settings.inbox)
             self.watcher.stop()
-            self.gate.candidates.clear()
-            self.open_handles.clear()
+            self.intake.pause()
         elif present and self._inbox_missing:
             self._inbox_missing = False
             log.warning("the inbox %s is back; resuming intake", self.settings.inbox)
@@ -311,12 +286,12 @@ class Daemon:
         elif present and not self.watcher.healthy():
             log.error("the inbox observer died; restarting it and rescanning")
             self.watcher.restart()
-            self.open_handles.clear()
+            self.intake.forget_open_handles()
             self._start_scan(force=True)
         if self.watcher.overflow.flag.is_set():
             self.watcher.overflow.flag.clear()
             log.warning("inotify queue overflowed: events were lost; rescanning the inbox now")
-            self.open_handles.clear()  # close events may be among the lost ones
+            self.intake.forget_open_handles()  # close events may be among the lost ones
             self._start_scan(force=True)
         if not self.once and time.monotonic() >= self._next_scan and not self._inbox_missing:
             self._start_scan()
@@ -336,79 +311,6 @@ class Daemon:
     def _scan_into_queue(self, under: str | None) -> None:
         for key in scan(self.inbox, self.selection, under):
             self.watcher.events.put((FILE, key))
-
-    # -- intake: events -> settle -> hash -> job ------------------------------
-    def _drain_events(self) -> None:
-        while True:
-            try:
-                kind, key = self.watcher.events.get_nowait()
-            except queue.Empty:
-                return
-            if kind == OPENED:
-                self.open_handles[key] = self.open_handles.get(key, 0) + 1
-            elif kind == CLOSED:
-                left = self.open_handles.pop(key, 0) - 1
-                if left > 0:
-                    self.open_handles[key] = left
-            elif kind == SCAN:
-                self.scanner.submit(self._scan_into_queue, key)
-            elif key in self.gate.candidates or key in self.hashing:
-                self.gate.observe(key)
-            elif not self._known(key):
-                self.gate.observe(key)
-
-    def _known(self, key: str) -> bool:
-        """Same size and mtime as the newest job for this path: nothing new to see."""
-        latest = self.store.latest_for_input(key)
-        if latest is None:
-            return False
-        try:
-            st = os.stat(self.inbox.path_for(key))
-        except (OSError, UnsafeKey):
-            return True  # gone or unsafe: nothing to take
-        return (st.st_size, st.st_mtime_ns) == (latest["size"], latest["mtime_ns"])
-
-    def _start_hash(self, key: str, st: os.stat_result) -> None:
-        path = str(self.inbox.path_for(key))
-        self.hashing[key] = Hashing(key, st, self.hasher.submit(sha256_file, path))
-
-    def _collect_hashes(self) -> None:
-        for key in [k for k, h in self.hashing.items() if h.future.done()]:
-            item = self.hashing.pop(key)
-            try:
-                sha = item.future.result()
-                after = os.stat(self.inbox.path_for(key))
-            except (OSError, UnsafeKey) as exc:
-                log.warning("cannot read %s (%s); will look again when it changes", key, exc)
-                continue
-            if signature(after) != signature(item.stat):
-                self.gate.observe(key)  # changed while hashing: not settled after all
-                continue
-            self._intake(key, after, sha)
-
-    def _intake(self, key: str, st: os.stat_result, sha: str) -> None:
-        latest = self.store.latest_for_input(key)
-        if latest is not None and latest["sha256"] == sha:
-            if latest["mtime_ns"] != st.st_mtime_ns:
-                self.store.touch_input(latest["id"], st.st_mtime_ns)
-            if self.store.is_active(latest["id"]) and self.store.status_of(latest["id"]) == PENDING:
-                self.pending[latest["id"]] = None
-            return
-        plugins = list(self.settings.chain_for(key)[0])
-        original = self.store.first_with_sha(sha)
-        duplicate_of = original["id"] if original is not None and original["plugins"] == plugins else None
-        if latest is not None and self.store.is_active(latest["id"]) \
-                and self.store.status_of(latest["id"]) == PENDING:
-            job = self.store.resettle(latest["id"], size=st.st_size, mtime_ns=st.st_mtime_ns,
-                                      sha256=sha, duplicate_of=duplicate_of)
-            log.info("job %s %s: input changed before it ran; updated", job["id"], key)
-        else:
-            job = self.store.create(key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha,
-                                    plugins=plugins, duplicate_of=duplicate_of)
-            self._created_since_flush.add(job["id"])
-            log.info("job %s %s: pending%s", job["id"], key,
-                     f" (same content as {duplicate_of})" if duplicate_of else "")
-        self.pending[job["id"]] = None
 
     # -- dispatch: pending -> running -----------------------------------------
     def _inbox_empty(self) -> bool:
@@ -466,7 +368,7 @@ class Daemon:
                         f"The input {job['input']} has changed since this job was made; "
                         f"its new content is job {latest['id']}."))
                 else:
-                    self.gate.observe(job["input"])  # re-settle; intake updates this job
+                    self.intake.observe(job["input"])  # re-settle; intake updates this job
                 continue
             if job_id in self._created_since_flush:
                 # Durable before it runs: no results folder may exist for a job the store lost.

@@ -24,16 +24,13 @@ and load only the segments a query needs.
 
 from __future__ import annotations
 
-import secrets
-import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-from forgesyte.storage.archive import (
-    BUCKETS, COMPACT_AT, SEGMENT_SIZE, Archive, bucket_of, index_entry, sha_bucket_of, visible,
-)
+from forgesyte.storage.archive import SEGMENT_SIZE, Archive, visible
+from forgesyte.storage.ids import JobIds, utc_now
+from forgesyte.storage.index import Index, lookup_input
 from forgesyte.storage.tinystore import open_tinydb
 
 PENDING, RUNNING, COMPLETED, FAILED = "pending", "running", "completed", "failed"
@@ -65,43 +62,6 @@ class IllegalTransition(ValueError):
     pass
 
 
-def utc_now() -> str:
-    """ISO 8601 UTC with millisecond precision, e.g. 2026-11-25T03:09:23.123Z."""
-    now = datetime.now(timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-
-
-_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"  # ASCII-sorted, so ids sort by time
-
-
-class JobIds:
-    """ULID-style ids: 10 chars of milliseconds + 6 random chars, monotonic per process."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last_ms = -1
-        self._last_rand = 0
-
-    @staticmethod
-    def _encode(value: int, width: int) -> str:
-        out = []
-        for _ in range(width):
-            value, digit = divmod(value, 32)
-            out.append(_CROCKFORD[digit])
-        return "".join(reversed(out))
-
-    def new(self) -> str:
-        with self._lock:
-            ms = time.time_ns() // 1_000_000
-            if ms <= self._last_ms:
-                ms = self._last_ms
-                rand = self._last_rand + 1
-            else:
-                rand = secrets.randbits(29)  # leaves room to count up within one ms
-            self._last_ms, self._last_rand = ms, rand
-            return self._encode(ms, 10) + self._encode(rand, 6)
-
-
 class JobStore:
     """Job records and their transitions.
 
@@ -121,11 +81,13 @@ class JobStore:
         self._segment_cache: dict[str, list[dict[str, Any]]] = {}
         self._obsolete: list[str] = []  # replaced segment files, removed after the next flush
         self._manifest_dirty = False
-        self._pending_log: list[dict[str, Any]] = []
         self._open()
         if not readonly:
             self._recover_archive()
-            self._load_indexes()
+            self.index = Index(self.state_dir)
+            self._active_sha: dict[str, str] = {}
+            for doc in self._jobs.all():
+                self._remember_sha(doc)
 
     def _open(self) -> None:
         self._db, self._snapshot = open_tinydb(self.path, readonly=self.readonly)
@@ -145,45 +107,6 @@ class JobStore:
         latest = self._active_latest.get(job["input"])
         if latest is None or latest < job["id"]:
             self._active_latest[job["input"]] = job["id"]
-
-    def _load_indexes(self) -> None:
-        """Writer only: the archive index in memory, so intake never reads history."""
-        self._inputs: list[dict[str, list]] = []
-        self._shas: list[dict[str, str]] = []
-        for number in range(BUCKETS):
-            bucket = self.archive.read_bucket(number)
-            self._inputs.append(bucket.get("inputs", {}))
-            self._shas.append(bucket.get("shas", {}))
-        records = self.archive.read_log()
-        for record in records:
-            self._apply_index_record(record)
-        self._log_lines = len(records)
-        self._active_sha: dict[str, str] = {}
-        for doc in self._jobs.all():
-            self._remember_sha(doc)
-
-    def _apply_index_record(self, record: dict[str, Any]) -> bool:
-        """Newest job per input, first job per content; True if it changed anything."""
-        if "i" in record:
-            bucket = self._inputs[bucket_of(record["i"])]
-            current = bucket.get(record["i"])
-            if current is None or current[0] <= record["e"][0]:
-                bucket[record["i"]] = record["e"]
-                return True
-        elif "s" in record:
-            bucket = self._shas[sha_bucket_of(record["s"])]
-            first = bucket.get(record["s"])
-            if first is None or record["id"] < first:
-                bucket[record["s"]] = record["id"]
-                return True
-        return False
-
-    def _index(self, job: dict[str, Any]) -> None:
-        """Record a job leaving the active file in the index (memory now, log on flush)."""
-        for record in ({"i": job["input"], "e": index_entry(job)},
-                       {"s": job["sha256"], "id": job["id"]} if job.get("sha256") and not job.get("duplicate_of") else None):
-            if record is not None and self._apply_index_record(record):
-                self._pending_log.append(record)
 
     def _remember_sha(self, job: dict[str, Any]) -> None:
         if job.get("sha256") and not job.get("duplicate_of"):
@@ -283,10 +206,10 @@ class JobStore:
         return self.get(job_id)["status"]
 
     def _archived_entry(self, input_key: str) -> list | None:
-        """The input index entry: in memory for the writer, one small bucket file for readers."""
+        """The index entry: in memory for the writer, one small bucket file for readers."""
         if self.readonly:
-            return self.archive.lookup_input(input_key)
-        return self._inputs[bucket_of(input_key)].get(input_key)
+            return lookup_input(self.state_dir, input_key)
+        return self.index.entry(input_key)
 
     def _newest_id_for_input(self, input_key: str) -> str | None:
         entry = self._archived_entry(input_key)
@@ -337,8 +260,7 @@ class JobStore:
 
     def first_with_sha(self, sha256: str) -> dict[str, Any] | None:
         """The earliest non-duplicate job with this content, if its record still exists."""
-        candidates = [i for i in (self._active_sha.get(sha256),
-                                  self._shas[sha_bucket_of(sha256)].get(sha256)) if i]
+        candidates = [i for i in (self._active_sha.get(sha256), self.index.original(sha256)) if i]
         for job_id in sorted(candidates):
             try:
                 return self.get(job_id)
@@ -494,13 +416,7 @@ class JobStore:
         if doc_id is not None:
             self._jobs.update({"mtime_ns": mtime_ns}, doc_ids=[doc_id])
         else:
-            job = self.get(job_id)
-            entry = self._inputs[bucket_of(job["input"])].get(job["input"])
-            if entry and entry[0] == job_id:
-                updated = list(entry)
-                updated[2] = mtime_ns
-                self._apply_index_record({"i": job["input"], "e": updated})
-                self._pending_log.append({"i": job["input"], "e": updated})
+            self.index.touch(self.get(job_id)["input"], job_id, mtime_ns)
         self._changed()
 
     # -- moving jobs between active and archive ----------------------------
@@ -541,7 +457,7 @@ class JobStore:
             jobs = [dict(d) for d in batch]
             entry = self.archive.write_segment(jobs, self._gen + 1)
             for job in jobs:
-                self._index(job)
+                self.index.record(job)
             self._jobs.remove(doc_ids=[d.doc_id for d in batch])
             self._forget_active(jobs)
             self._all_entries.append(entry)
@@ -560,13 +476,10 @@ class JobStore:
         """Write what changed, in the order that keeps every reader's snapshot whole:
         new segments and index records, then the manifest, then the active file
         (whose generation makes them visible), then remove retired files."""
-        if self.readonly or not (self._snapshot.dirty or self._manifest_dirty or self._pending_log):
+        if self.readonly or not (self._snapshot.dirty or self._manifest_dirty or self.index.dirty):
             return False
         self._seal()
-        if self._pending_log:
-            self.archive.append_log(self._pending_log)
-            self._log_lines += len(self._pending_log)
-            self._pending_log = []
+        self.index.flush()
         manifest_changed = self._manifest_dirty
         if manifest_changed:
             self._gen += 1
@@ -582,16 +495,7 @@ class JobStore:
                 self.archive.remove_segment(name)
             self._obsolete.clear()
             self._all_entries = [e for e in self._all_entries if e.get("retired") is None]
-        if self._log_lines >= COMPACT_AT:
-            self._compact()
         return True
-
-    def _compact(self) -> None:
-        """Fold the index log into the buckets (rarely: every COMPACT_AT records)."""
-        for number in range(BUCKETS):
-            self.archive.write_bucket(number, {"inputs": self._inputs[number], "shas": self._shas[number]})
-        self.archive.reset_log()
-        self._log_lines = 0
 
     # -- retention -----------------------------------------------------------
     def prune(self, cutoff: str) -> list[dict[str, Any]]:
@@ -607,7 +511,7 @@ class JobStore:
         removed.extend(dict(d) for d in old_active)
         if old_active:
             for d in old_active:
-                self._index(dict(d))  # the index remembers the input, so it is not taken again
+                self.index.record(dict(d))  # the index remembers the input, so it is not taken again
             self._jobs.remove(doc_ids=[d.doc_id for d in old_active])
             self._forget_active([dict(d) for d in old_active])
         for entry in self._manifest():
