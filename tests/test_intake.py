@@ -326,3 +326,23 @@ def test_job_interrupted_max_attempts_times_fails_with_a_sentence(home, videos, 
     assert job["error"] == ("Gave up after 3 attempts: the daemon stopped while this job "
                             "was running each time.")
     assert home.stop(proc) == 0
+
+
+def test_polling_observer_for_network_mounts(home, videos):
+    """--polling: watchdog's stat-polling observer (no inotify), at the configured interval."""
+    home.config.write_text(home.config.read_text() + "polling_interval = 0.2\n")
+    proc = home.start("--polling")
+    home.drop(videos["clip.mp4"], "nfs/a.mp4")
+    assert home.wait_status("nfs/a.mp4", timeout=30)["status"] == "completed"
+    # A slow writer is still never taken early: in polling mode only the quiet window
+    # guards it (no open/close events), so it must see the writes keep coming.
+    data = videos["clip.webm"].read_bytes()
+    with open(home.inbox / "nfs/slow.webm", "wb") as fh:
+        for i in range(0, len(data), max(1, len(data) // 8)):
+            fh.write(data[i:i + max(1, len(data) // 8)])
+            fh.flush()
+            time.sleep(0.1)  # well inside the 0.3 s window
+    job = home.wait_status("nfs/slow.webm", timeout=30)
+    assert job["status"] == "completed" and job["size"] == len(data)
+    assert inputs(home)["nfs/slow.webm"] == 1
+    assert home.stop(proc) == 0
