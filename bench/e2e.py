@@ -14,17 +14,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 from _common import Daemon, median, wait_for
 
+from forgesyte.storage.ids import parse_iso
 from forgesyte.storage.jobs import JobStore
 from tests.videogen import VideoSpec, make_video
-
-
-def ts(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=__import__("datetime").timezone.utc).timestamp()
 
 
 def one_run(clip: bytes, settle: float) -> dict[str, float]:
@@ -45,9 +41,9 @@ def one_run(clip: bytes, settle: float) -> dict[str, float]:
         seen = time.time()
     return {
         "total": seen - closed,
-        "settle": ts(job["created_at"]) - closed,
-        "queue": ts(job["started_at"]) - ts(job["created_at"]),
-        "process": ts(job["finished_at"]) - ts(job["started_at"]),
+        "settle": parse_iso(job["created_at"]).timestamp() - closed,
+        "queue": parse_iso(job["started_at"]).timestamp() - parse_iso(job["created_at"]).timestamp(),
+        "process": parse_iso(job["finished_at"]).timestamp() - parse_iso(job["started_at"]).timestamp(),
     }
 
 

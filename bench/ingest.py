@@ -16,18 +16,14 @@ import argparse
 import os
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from _common import Daemon, median, p95, wait_for
 
 from forgesyte.daemon.intake import sha256_file
+from forgesyte.storage.ids import parse_iso
 from forgesyte.storage.jobs import JobStore
 from tests.videogen import VideoSpec, make_video
-
-
-def created(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
 
 
 def latencies(clip: bytes, settle: float, files: int) -> dict[str, list[float]]:
@@ -56,7 +52,7 @@ def latencies(clip: bytes, settle: float, files: int) -> dict[str, list[float]]:
 
         for job in wait_for(all_seen, timeout=120, interval=0.1):
             how, at = marks[job["input"]]
-            out[how].append(created(job["created_at"]) - at)
+            out[how].append(parse_iso(job["created_at"]).timestamp() - at)
     return out
 
 

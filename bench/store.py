@@ -23,11 +23,11 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 
 from _common import Daemon, median, wait_for
 
+from forgesyte.storage.ids import parse_iso
 from forgesyte.storage.jobs import JobStore
 from tests.videogen import VideoSpec, make_video
 
@@ -100,10 +100,6 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def ts(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
-
-
 PROBE = """
 import json, sys, av
 path, out = sys.argv[1], sys.argv[2]
@@ -132,8 +128,8 @@ def ingest(clip: bytes, n: int) -> tuple[float, float]:
             store = JobStore(d.state, readonly=True)
             return store.all() if store.counts()["completed"] == n else None
         jobs = wait_for(done, timeout=600, interval=0.2)
-        first = min(ts(j["created_at"]) for j in jobs)
-        last = max(ts(j["finished_at"]) for j in jobs)
+        first = min(parse_iso(j["created_at"]).timestamp() for j in jobs)
+        last = max(parse_iso(j["finished_at"]).timestamp() for j in jobs)
         ours = n / (last - first)
         files = sorted(d.inbox.rglob("*.webm"))
         out = d.home / "probe-out"

@@ -81,13 +81,8 @@ def _settings(ctx: click.Context, **flags: Any) -> Settings:
 
 def _ready_dirs(settings: Settings, create: bool) -> None:
     try:
-        if create:
-            prepare_directories(settings)
-        else:
-            for name in ("inbox", "output", "state"):
-                path = getattr(settings, name)
-                if path.exists() and not path.is_dir():
-                    raise ConfigError(f"The {name} path {path} exists but is not a directory.")
+        # Reads neither create nor need write access; a path that is not a directory is still wrong.
+        prepare_directories(settings, create=create, missing_ok=not create, writable=create)
     except ConfigError as exc:
         raise ConfigFailure(str(exc)) from None
 

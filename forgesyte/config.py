@@ -284,11 +284,16 @@ def load_settings(
     return Settings(**values)
 
 
-def prepare_directories(settings: Settings, create: bool = True) -> None:
-    """Create missing directories (0750) and check each is a writable directory.
+def prepare_directories(
+    settings: Settings, create: bool = True, *, missing_ok: bool = False, writable: bool = True
+) -> list[str]:
+    """Create missing directories (0750) and check each is a (writable) directory.
 
-    Raises ConfigError with one sentence naming the bad path.
+    Raises ConfigError with one sentence naming the bad path. With
+    `missing_ok`, a directory that does not exist is not an error: its name
+    is returned instead (readers and `doctor` use that).
     """
+    missing = []
     for name in ("inbox", "output", "state"):
         path: Path = getattr(settings, name)
         if create and not os.path.lexists(path):
@@ -299,10 +304,15 @@ def prepare_directories(settings: Settings, create: bool = True) -> None:
                     f"Cannot create the {name} directory {path}: {exc.strerror}."
                 ) from None
         if not path.exists():
+            if missing_ok:
+                missing.append(name)
+                continue
             raise ConfigError(f"The {name} directory {path} does not exist.")
         if not path.is_dir():
             raise ConfigError(f"The {name} path {path} exists but is not a directory.")
-        _check_writable(name, path)
+        if writable:
+            _check_writable(name, path)
+    return missing
 
 
 def _check_writable(name: str, path: Path) -> None:

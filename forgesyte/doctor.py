@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from forgesyte.config import ConfigError, Settings, prepare_directories
@@ -27,7 +27,16 @@ def _read_int(path: str) -> int | None:
 
 def run_checks(settings: Settings) -> list[Check]:
     checks: list[Check] = []
-    missing = [name for name in ("inbox", "output", "state") if not os.path.lexists(getattr(settings, name))]
+    names = ("inbox", "output", "state")
+    try:
+        missing = prepare_directories(settings, create=False, missing_ok=True)
+        present = [name for name in names if name not in missing]
+        if present:
+            checks.append(Check(OK, "existing directories are writable: " + ", ".join(present)))
+    except ConfigError as exc:
+        checks.append(Check(FAIL, str(exc), "Remove or rename it, or fix its owner and mode "
+                                              "for the user the daemon runs as."))
+        missing = [name for name in names if not getattr(settings, name).exists()]
     for name in missing:
         path = getattr(settings, name)
         parent = next(p for p in path.parents if p.exists())
@@ -37,22 +46,11 @@ def run_checks(settings: Settings) -> list[Check]:
         else:
             checks.append(Check(FAIL, f"the {name} directory {path} does not exist and {parent} is not writable",
                                 f"Create {path} and give it to the user the daemon runs as."))
-    try:
-        present = {name: getattr(settings, name) for name in ("inbox", "output", "state") if name not in missing}
-        for name, path in present.items():
-            if not path.is_dir():
-                raise ConfigError(f"The {name} path {path} exists but is not a directory.")
-        if present:
-            prepare_directories(replace(settings, **{n: settings.state for n in missing}), create=False)
-            checks.append(Check(OK, "existing directories are writable: " + ", ".join(present)))
-    except ConfigError as exc:
-        checks.append(Check(FAIL, str(exc), "Remove or rename it, or fix its owner and mode "
-                                              "for the user the daemon runs as."))
 
     if settings.polling:
         checks.append(Check(OK, f"polling observer every {settings.polling_interval:g} s (no inotify limits apply)"))
     elif settings.inbox.is_dir():
-        dirs = sum(1 for _ in os.walk(settings.inbox)) if settings.inbox.is_dir() else 0
+        dirs = sum(1 for _ in os.walk(settings.inbox))
         watches = _read_int("/proc/sys/fs/inotify/max_user_watches")
         if watches is None:
             checks.append(Check(WARN, "cannot read fs.inotify.max_user_watches",

@@ -13,6 +13,8 @@ from typing import Any, Iterable
 
 import click
 
+from forgesyte.storage.ids import parse_iso
+
 COLOURS = {"pending": "cyan", "running": "yellow", "completed": "green", "failed": "red"}
 
 
@@ -25,9 +27,7 @@ def paint(text: str, status: str, colour: bool) -> str:
 
 
 def _parse(iso: str | None) -> datetime | None:
-    if not iso:
-        return None
-    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return parse_iso(iso) if iso else None
 
 
 def span(seconds: float) -> str:

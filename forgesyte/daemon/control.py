@@ -7,12 +7,12 @@ it directly. Either way exactly one process writes the store at a time.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from forgesyte.config import Settings
 from forgesyte.daemon import mailbox
 from forgesyte.daemon.lock import StateLock
+from forgesyte.storage.ids import utc_in
 from forgesyte.storage.jobs import AmbiguousJob, IllegalTransition, JobNotFound, JobStore, public_record
 from forgesyte.storage.paths import UnsafeKey
 from forgesyte.storage.results import ResultStore
@@ -22,16 +22,11 @@ class ControlError(Exception):
     """One sentence for the user; exit 1."""
 
 
-def _cutoff(older_than_s: float) -> str:
-    moment = datetime.now(timezone.utc) - timedelta(seconds=older_than_s)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 def apply(store: JobStore, results: ResultStore, request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
     try:
         if op == "prune":
-            removed = store.prune(_cutoff(float(request["older_than_s"])))
+            removed = store.prune(utc_in(-float(request["older_than_s"])))
             folders = 0
             if request.get("outputs"):
                 for job in removed:

@@ -15,7 +15,6 @@ import os
 import signal
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from forgesyte import __version__
@@ -27,6 +26,7 @@ from forgesyte.daemon.intake import Intake
 from forgesyte.daemon.systemd import Notifier
 from forgesyte.daemon.watch import FILE, InboxWatcher, scan
 from forgesyte.daemon.workers import WorkerEvent, WorkerPool
+from forgesyte.storage.ids import seconds_until, utc_in
 from forgesyte.storage.jobs import COMPLETED, FAILED, PENDING, RUNNING, JobNotFound, JobStore
 from forgesyte.storage.paths import Root, UnsafeKey
 from forgesyte.storage.results import ResultsMissing, ResultStore
@@ -322,7 +322,7 @@ class Daemon:
 
     def _queue_pending(self, job: dict[str, Any]) -> None:
         """Pending now, or after its backoff if a plugin failed transiently."""
-        wait = _seconds_until(job.get("retry_at"))
+        wait = seconds_until(job.get("retry_at"))
         if wait > 0:
             heapq.heappush(self.delayed, (time.monotonic() + wait, job["id"]))
         else:
@@ -424,7 +424,7 @@ class Daemon:
             job = self.store.get(event.job_id)
             if job["attempts"] < self.settings.max_attempts:
                 wait = self.settings.retry_backoff * 2 ** (job["attempts"] - 1)
-                retry_at = _iso_in(wait)
+                retry_at = utc_in(wait)
                 job = self.store.requeue(event.job_id, count_attempt=True, retry_at=retry_at,
                                          error=outcome.get("error"))
                 log.warning("job %s %s: %s; retrying in %g s (attempt %d of %d)", job["id"], job["input"],
@@ -466,14 +466,3 @@ class Daemon:
             log.info("retention: pruned %d finished jobs older than %g s",
                      answer["removed"], self.settings.retention)
 
-
-def _iso_in(seconds: float) -> str:
-    moment = datetime.now(timezone.utc) + timedelta(seconds=seconds)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def _seconds_until(iso: str | None) -> float:
-    if not iso:
-        return 0.0
-    moment = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-    return (moment - datetime.now(timezone.utc)).total_seconds()

@@ -237,7 +237,7 @@ class WorkerPool:
         events: list[WorkerEvent] = []
         waitables = {h.conn: h for h in self.handles}
         waitables.update({h.process.sentinel: h for h in self.handles})
-        ready = wait(list(waitables), timeout=timeout) if timeout > 0 else wait(list(waitables), 0)
+        ready = wait(list(waitables), timeout=max(0.0, timeout))
         dead: set[int] = set()
         for obj in ready:
             handle = waitables[obj]

@@ -9,13 +9,35 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+
+_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 UTC with millisecond precision, e.g. 2026-11-25T03:09:23.123Z."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_iso(text: str) -> datetime:
+    """The inverse of iso_utc: an aware UTC datetime."""
+    return datetime.strptime(text, _FORMAT).replace(tzinfo=timezone.utc)
 
 
 def utc_now() -> str:
-    """ISO 8601 UTC with millisecond precision, e.g. 2026-11-25T03:09:23.123Z."""
-    now = datetime.now(timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return iso_utc(datetime.now(timezone.utc))
+
+
+def utc_in(seconds: float) -> str:
+    """The timestamp `seconds` from now (negative: ago)."""
+    return iso_utc(datetime.now(timezone.utc) + timedelta(seconds=seconds))
+
+
+def seconds_until(text: str | None) -> float:
+    """Seconds from now until the timestamp (0 for None; negative if past)."""
+    if not text:
+        return 0.0
+    return (parse_iso(text) - datetime.now(timezone.utc)).total_seconds()
 
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"  # ASCII-sorted, so ids sort by time

@@ -211,11 +211,6 @@ class JobStore:
             return lookup_input(self.state_dir, input_key)
         return self.index.entry(input_key)
 
-    def _newest_id_for_input(self, input_key: str) -> str | None:
-        entry = self._archived_entry(input_key)
-        candidates = [i for i in (self._active_latest.get(input_key), entry[0] if entry else None) if i]
-        return max(candidates) if candidates else None
-
     def resolve(self, ref: str) -> dict[str, Any]:
         """A job by id, unique id prefix, or input key (newest job for that input)."""
         if not ref:
@@ -225,8 +220,9 @@ class JobStore:
         archived = self._archived(ref) if len(ref) == 16 else None
         if archived is not None:
             return archived
-        newest = self._newest_id_for_input(ref)
-        if newest is not None:
+        latest = self.latest_for_input(ref)
+        if latest is not None:
+            newest = latest["id"]
             try:
                 return self.get(newest)
             except JobNotFound:
@@ -292,7 +288,7 @@ class JobStore:
                 found.sort(key=lambda j: j["id"], reverse=True)
                 return found if limit is None else found[:limit]
             segments = sorted(self._manifest(), key=lambda e: e["max_id"], reverse=True)
-            for i, entry in enumerate(segments):
+            for entry in segments:
                 if limit is not None:
                     found.sort(key=lambda j: j["id"], reverse=True)
                     if len(found) >= limit and found[limit - 1]["id"] > entry["max_id"]:
@@ -530,6 +526,3 @@ def public_record(job: dict[str, Any]) -> dict[str, Any]:
     """The contract's job record (internal bookkeeping fields left out)."""
     return {k: v for k, v in job.items() if k != "mtime_ns"}
 
-
-def state_file(state_dir: Path | str) -> Path:
-    return Path(state_dir) / DB_NAME

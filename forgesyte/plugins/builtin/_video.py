@@ -10,8 +10,9 @@ import av
 from forgesyte.plugins.base import PluginError
 
 
-def open_video(video: Path):
-    """(container, first video stream) with threaded decoding, or a readable PluginError."""
+def open_video(video: Path, threaded: bool = True):
+    """(container, first video stream), or a readable PluginError. `threaded`: frame and
+    slice threads for whole-file passes; off when only the first frame is wanted."""
     try:
         container = av.open(str(video))
     except av.error.FFmpegError as exc:
@@ -20,7 +21,8 @@ def open_video(video: Path):
         container.close()
         raise PluginError("The file has no video stream.")
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
+    if threaded:
+        stream.thread_type = "AUTO"
     return container, stream
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import av
-
 from forgesyte.plugins.base import Context, Plugin, PluginError
+from forgesyte.plugins.builtin._video import decode, open_video
 
 
 def _ratio(value) -> float | None:
@@ -25,14 +24,8 @@ class MetadataPlugin(Plugin):
     description = "Container format, duration, size; video codec, frame size, fps, frame count; audio."
 
     def run(self, video: Path, ctx: Context) -> dict[str, Any]:
-        try:
-            container = av.open(str(video))
-        except av.error.FFmpegError as exc:
-            raise PluginError(f"The file is not a decodable video ({_reason(exc)}).") from None
+        container, vstream = open_video(video, threaded=False)
         with container:
-            if not container.streams.video:
-                raise PluginError("The file has no video stream.")
-            vstream = container.streams.video[0]
             report = self._report(video, container, vstream)
             ctx.progress(0.5)
             first = self._first_frame(container, vstream)
@@ -85,15 +78,7 @@ class MetadataPlugin(Plugin):
 
     @staticmethod
     def _first_frame(container, vstream):
-        try:
-            for frame in container.decode(vstream):
-                return frame
-        except av.error.FFmpegError as exc:
-            raise PluginError(f"The video stream cannot be decoded ({_reason(exc)}).") from None
+        for frame in decode(container, vstream):
+            return frame
         raise PluginError("The video stream holds no decodable frame.")
-
-
-def _reason(exc: Exception) -> str:
-    text = getattr(exc, "strerror", None) or str(exc)
-    return text.rstrip(".")
 
