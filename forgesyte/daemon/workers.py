@@ -4,14 +4,14 @@ The daemon sends a task over a pipe; the worker runs the plugins, writes the
 results document through the result store, and answers with the outcome.
 The pool watches every worker: one that dies (segfault, abort, OOM kill)
 fails only its job, with a sentence naming the plugin; one whose plugin runs
-past the timeout is killed with its whole process group. Either way a fresh
-worker takes its place. Workers start with `spawn`, so they inherit no
-threads or locks from the daemon.
+past the timeout is killed with everything it started. Either way a fresh
+worker takes its place. Each slot is a small host process (spawned, so it
+inherits no threads or locks from the daemon) that forks the worker and
+kills whatever the worker leaves behind: see reaper.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -19,90 +19,69 @@ import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
 from typing import Any
+
+from forgesyte.daemon import reaper
+from forgesyte.daemon.executor import Done, Event, Progress
 
 log = logging.getLogger("forgesyte.workers")
 
-PROGRESS_EVERY = 0.5  # seconds between progress messages from a worker
+# -- inside the host and worker processes ------------------------------------------
 
+def _host_main(conn: Connection, inbox_root: str, output_root: str, log_level: int,
+               memory_mb: int | None = None) -> None:
+    """The host: a subreaper that forks the worker and cleans up after it (see reaper.py)."""
+    reaper.become_subreaper()
+    reaper.signal_on_parent_death(signal.SIGTERM)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's to handle
 
-# -- inside the worker process -------------------------------------------------
+    def on_term(signum, _frame):
+        raise SystemExit(0)
 
-def _run_chain(task: dict[str, Any], plugins: dict, results, send) -> dict[str, Any]:
-    from forgesyte.plugins.base import Context, PluginError
-
-    job_id = task["job_id"]
-    names: list[str] = task["plugins"]
-    document: dict[str, Any] = {"job_id": job_id, "input": task["input"], "plugins": {}}
-    error: str | None = None
-    transient = False
-    last_sent = [0.0]
-
-    for index, name in enumerate(names):
-        send(("plugin", job_id, name))
-
-        def progress(fraction: float, index=index) -> None:
-            now = time.monotonic()
-            if now - last_sent[0] >= PROGRESS_EVERY:
-                last_sent[0] = now
-                send(("progress", job_id, int(100 * (index + fraction) / len(names))))
-
-        info = plugins.get(name)
-        if info is None:
-            error = f"Plugin '{name}' is not installed."
-        elif info.error:
-            error = f"Plugin '{name}' failed to load ({info.error})."
-        else:
-            ctx = Context(
-                job_id=job_id,
-                input_key=task["input"],
-                options={**dict(getattr(info.plugin, "defaults", {}) or {}),
-                         **task.get("options", {}).get(name, {})},
-                progress=progress,
-                artifact=lambda rel, name=name: results.artifact(task["folder"], name, rel),
-                logger=logging.getLogger(f"forgesyte.plugin.{name}"),
-            )
-            try:
-                section = info.plugin.run(Path(task["input_path"]), ctx)
-                if not isinstance(section, dict):
-                    raise TypeError(f"run() returned {type(section).__name__}, not a dict")
-                if ctx.artifacts:
-                    section.setdefault("artifacts", ctx.artifacts)
-                json.dumps(section, allow_nan=False)
-                document["plugins"][name] = section
-            except PluginError as exc:
-                error = f"Plugin '{name}' failed: {str(exc).rstrip('.')}."
-                transient = exc.transient
-            except MemoryError:
-                error = f"Plugin '{name}' ran out of memory."
-            except Exception as exc:
-                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no message"
-                error = f"Plugin '{name}' crashed: {type(exc).__name__}: {detail.rstrip('.')}."
-        if error:
-            document["plugins"][name] = {"error": error}
-            break
-    key = results.write(task["folder"], document)
-    return {"status": "failed" if error else "completed", "output": key, "error": error,
-            "transient": transient}
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this worker if the daemon dies, even by kill -9 (no orphans)."""
+    signal.signal(signal.SIGTERM, on_term)
+    if os.getppid() == 1:  # the daemon died before we got here
+        return
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            worker_main(conn, inbox_root, output_root, log_level, memory_mb)
+            code = 0
+        except BaseException:
+            pass
+        finally:
+            os._exit(code)
+    conn.close()
+    status = 0
     try:
-        import ctypes
+        while True:
+            try:
+                done, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if done == pid:
+                break
+    except SystemExit:
+        reaper.kill_descendants()
+        os._exit(0)
+    reaper.kill_descendants()
+    if os.WIFSIGNALED(status):
+        # Die the way the worker died, so the pool can say "killed by SIGSEGV".
+        import resource
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
-def worker_main(conn: Connection, output_root: str, log_level: int, memory_mb: int | None = None) -> None:
-    # Own process group: a timeout kill takes any children (ffmpeg, ...) with it.
+def worker_main(conn: Connection, inbox_root: str, output_root: str, log_level: int,
+                memory_mb: int | None = None) -> None:
+    # Own process group: a timeout kill takes the worker and its plain children at once.
     os.setsid()
-    _die_with_parent()
+    reaper.signal_on_parent_death(signal.SIGKILL)
+    reaper.become_subreaper()
     if memory_mb:
         # Address space, not RSS: a plugin that allocates past it gets MemoryError.
         import resource
@@ -113,10 +92,13 @@ def worker_main(conn: Connection, output_root: str, log_level: int, memory_mb: i
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
 
+    from forgesyte.plugins.chain import run_chain
     from forgesyte.plugins.registry import discover
+    from forgesyte.storage.paths import Root
     from forgesyte.storage.results import ResultStore
 
     plugins = discover()
+    inbox = Root(inbox_root)
     results = ResultStore(output_root)
     conn.send(("ready", None, os.getpid()))
     while True:
@@ -127,10 +109,12 @@ def worker_main(conn: Connection, output_root: str, log_level: int, memory_mb: i
         if task is None:
             return
         try:
-            outcome = _run_chain(task, plugins, results, conn.send)
+            outcome = run_chain(task, plugins, inbox, results, conn.send)
         except Exception as exc:  # e.g. the output folder became unwritable
             outcome = {"status": "failed", "output": None,
                        "error": f"The worker could not finish the job: {exc}."}
+        finally:
+            reaper.kill_descendants()  # whatever the plugins started dies with the job
         conn.send(("done", task["job_id"], outcome))
 
 
@@ -138,18 +122,12 @@ def worker_main(conn: Connection, output_root: str, log_level: int, memory_mb: i
 
 @dataclass
 class WorkerHandle:
-    process: Any
+    process: Any  # the host
     conn: Connection
+    worker_pid: int | None = None
     task: dict[str, Any] | None = None
     plugin: str | None = None
     plugin_started: float = 0.0
-
-
-@dataclass
-class WorkerEvent:
-    kind: str  # "progress" | "done"
-    job_id: str
-    value: Any = None
 
 
 def _describe_exit(code: int | None) -> str:
@@ -166,11 +144,13 @@ def _describe_exit(code: int | None) -> str:
 @dataclass
 class WorkerPool:
     size: int
+    inbox_root: str
     output_root: str
     plugin_timeout: float
     log_level: int = logging.INFO
     memory_mb: int | None = None
     handles: list[WorkerHandle] = field(default_factory=list)
+    _queued: list[Event] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._ctx = multiprocessing.get_context("spawn")
@@ -180,7 +160,8 @@ class WorkerPool:
     def _spawn(self) -> WorkerHandle:
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(
-            target=worker_main, args=(child, self.output_root, self.log_level, self.memory_mb),
+            target=_host_main,
+            args=(child, self.inbox_root, self.output_root, self.log_level, self.memory_mb),
             name="forgesyte-worker", daemon=True,
         )
         process.start()
@@ -207,34 +188,55 @@ class WorkerPool:
                 return
         raise RuntimeError("no idle worker")
 
+    def cancel(self, job_id: str) -> bool:
+        """Kill the worker running `job_id` (and everything it started); its Done
+        (failed, "Cancelled.") comes out of the next poll()."""
+        for handle in self.handles:
+            if handle.task is not None and handle.task["job_id"] == job_id:
+                self._queued.append(self._stopped(handle, None, "Cancelled."))
+                return True
+        return False
+
     def _replace(self, handle: WorkerHandle) -> None:
         self._kill(handle)
         self.handles[self.handles.index(handle)] = self._spawn()
 
     @staticmethod
     def _kill(handle: WorkerHandle) -> None:
-        try:
-            os.killpg(handle.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        """The worker's group at once; the host then kills whatever escaped the group."""
+        if handle.worker_pid:
+            try:
+                os.killpg(handle.worker_pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if handle.process.is_alive():
+            try:
+                os.kill(handle.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         handle.process.join(timeout=5)
+        if handle.process.is_alive():
+            handle.process.kill()
+            handle.process.join(timeout=5)
         handle.conn.close()
 
-    def _crashed(self, handle: WorkerHandle, why: str) -> WorkerEvent | None:
+    def _stopped(self, handle: WorkerHandle, why: str | None, error: str | None = None) -> Done | None:
+        """The handle's worker is gone or must go: its job (if any) fails; a fresh one starts."""
         event = None
         if handle.task is not None:
             plugin = handle.plugin or "(before any plugin)"
-            event = WorkerEvent("done", handle.task["job_id"], {
-                "status": "failed", "output": None,
-                "error": f"Plugin '{plugin}' {why}.",
+            event = Done(handle.task["job_id"], handle.task.get("run", 0), {
+                "status": "failed", "output": None, "error": error or f"Plugin '{plugin}' {why}.",
+                "cancelled": error is not None,
             })
-            log.error("worker %s: plugin %s %s", handle.process.pid, plugin, why)
+            if why:
+                log.error("worker %s: plugin %s %s", handle.process.pid, plugin, why)
         self._replace(handle)
         return event
 
-    def poll(self, timeout: float) -> list[WorkerEvent]:
+    def poll(self, timeout: float) -> list[Event]:
         """Wait up to `timeout` for worker messages; handle deaths and timeouts."""
-        events: list[WorkerEvent] = []
+        events, self._queued = self._queued, []
         waitables = {h.conn: h for h in self.handles}
         waitables.update({h.process.sentinel: h for h in self.handles})
         ready = wait(list(waitables), timeout=max(0.0, timeout))
@@ -252,29 +254,34 @@ class WorkerPool:
         for handle in list(self.handles):
             if id(handle) in dead or not handle.process.is_alive():
                 handle.process.join(timeout=1)
-                why = f"crashed the worker ({_describe_exit(handle.process.exitcode)})"
-                event = self._crashed(handle, why)
+                event = self._stopped(handle, f"crashed the worker ({_describe_exit(handle.process.exitcode)})")
                 if event:
                     events.append(event)
             elif handle.task is not None:
                 if time.monotonic() - handle.plugin_started > self.plugin_timeout:
-                    event = self._crashed(
+                    event = self._stopped(
                         handle, f"did not finish within {self.plugin_timeout:g} s and was stopped"
                     )
                     if event:
                         events.append(event)
         return events
 
-    def _message(self, handle: WorkerHandle, message: tuple) -> list[WorkerEvent]:
+    def _message(self, handle: WorkerHandle, message: tuple) -> list[Event]:
         kind, job_id, value = message
+        if kind == "ready":
+            handle.worker_pid = value
+            return []
+        if handle.task is None or job_id != handle.task["job_id"]:
+            return []
+        run = handle.task.get("run", 0)
         if kind == "plugin":
             handle.plugin, handle.plugin_started = value, time.monotonic()
-            return []
+            return [Progress(job_id, run, -1, value)]
         if kind == "progress":
-            return [WorkerEvent("progress", job_id, value)]
+            return [Progress(job_id, run, value, handle.plugin)]
         if kind == "done":
             handle.task, handle.plugin = None, None
-            return [WorkerEvent("done", job_id, value)]
+            return [Done(job_id, run, value)]
         return []
 
     def shutdown(self, grace: float = 0.0) -> list[str]:

@@ -362,7 +362,7 @@ class JobStore:
     def claim(self, job_id: str) -> dict[str, Any]:
         job = self.get(job_id)
         return self._transition(
-            job_id, "claim", attempts=job["attempts"] + 1, started_at=utc_now(),
+            job_id, "claim", attempts=job["attempts"] + 1, run=job.get("run", 0) + 1, started_at=utc_now(),
             finished_at=None, progress=0, error=None, retry_at=None,
         )
 
@@ -524,5 +524,5 @@ class JobStore:
 
 def public_record(job: dict[str, Any]) -> dict[str, Any]:
     """The contract's job record (internal bookkeeping fields left out)."""
-    return {k: v for k, v in job.items() if k != "mtime_ns"}
+    return {k: v for k, v in job.items() if k not in ("mtime_ns", "run")}
 

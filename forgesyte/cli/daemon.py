@@ -1,0 +1,48 @@
+"""`run`: the daemon in the foreground."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from forgesyte.cli import ConfigFailure, _ready_dirs, _settings, cli
+from forgesyte.config import load_settings
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Process what is in the inbox now, wait for it, exit.")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes (default 2).")
+@click.option("--plugins", help="Comma-separated plugin chain, e.g. metadata.")
+@click.option("--polling", is_flag=True, default=None, help="Stat-polling observer, for NFS/CIFS inboxes.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              default="info", show_default=True)
+@click.pass_context
+def run(ctx: click.Context, once: bool, workers, plugins, polling, log_level: str) -> int:
+    """Run the daemon in the foreground (logs to stderr)."""
+    from forgesyte.daemon.service import AlreadyRunning, Daemon
+    from forgesyte.plugins.registry import DiscoveryFailed, probe
+
+    settings = _settings(ctx, workers=workers, plugins=plugins, polling=polling)
+    _ready_dirs(settings, create=True)
+    try:
+        available = probe()
+    except DiscoveryFailed as exc:
+        raise ConfigFailure(str(exc)) from None
+    for name in sorted(settings.all_plugin_names()):
+        if name not in available:
+            raise ConfigFailure(f"Unknown plugin '{name}'; installed: {', '.join(sorted(available))}.")
+        if available[name]["error"]:
+            raise ConfigFailure(f"Plugin '{name}' cannot be loaded: {available[name]['error']}.")
+    from forgesyte.daemon.systemd import configure_logging
+
+    level = getattr(logging, log_level.upper())
+    configure_logging(level)
+    flags = dict(ctx.obj, workers=workers, plugins=plugins, polling=polling)
+    try:
+        return Daemon(settings, once=once, log_level=level,
+                      reload=lambda: load_settings(flags)).run()
+    except AlreadyRunning as exc:
+        raise ConfigFailure(str(exc)) from None
+
+
