@@ -19,7 +19,7 @@ from forgesyte.config import Settings
 from forgesyte.daemon import control
 from forgesyte.daemon.executor import Done, Event, Executor, Progress
 from forgesyte.storage.ids import seconds_until, utc_in
-from forgesyte.storage.jobs import COMPLETED, FAILED, PENDING, RUNNING, JobNotFound, JobStore
+from forgesyte.storage.jobs import COMPLETED, FAILED, PENDING, RUNNING, JobNotFound, JobStore, public_record
 from forgesyte.storage.paths import Root, UnsafeKey
 from forgesyte.storage.results import ResultsMissing, ResultStore
 
@@ -183,6 +183,7 @@ class Scheduler:
             "folder": ResultStore.job_folder_key(job["input"], job_id),
             "plugins": job["plugins"],
             "options": self.settings.chain_for(job["input"])[1],
+            "record": public_record(job),
         })
         return True
 

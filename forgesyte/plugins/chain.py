@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable
 
 from forgesyte.plugins.base import Context, PluginError
+from forgesyte.storage.results import finished_record
 
 PROGRESS_EVERY = 0.5  # seconds between progress messages
 
@@ -75,6 +76,10 @@ def run_chain(task: dict[str, Any], plugins: dict, inbox, results, send: Callabl
         if error:
             document["plugins"][name] = {"error": error}
             break
-    key = results.write(task["folder"], document)
-    return {"status": "failed" if error else "completed", "output": key, "error": error,
-            "transient": transient}
+    status = "failed" if error else "completed"
+    key = results.results_key(task["folder"])
+    record = finished_record(task.get("record") or {"id": job_id, "input": task["input"]}, status, error, key)
+    document["job"] = record
+    results.write(task["folder"], document)
+    return {"status": status, "output": key, "error": error, "transient": transient,
+            "finished_at": record["finished_at"]}

@@ -29,6 +29,17 @@ class ResultsMissing(LookupError):
     pass
 
 
+def finished_record(record: dict[str, Any], status: str, error: str | None, output_key: str | None,
+                    finished_at: str | None = None) -> dict[str, Any]:
+    """The job's record as it stands once the job is finished: embedded in the results
+    document (as "job"), so the store's history can be rebuilt from the output folder."""
+    from forgesyte.storage.ids import utc_now
+
+    return {**record, "status": status, "error": error, "output": output_key,
+            "progress": 100 if status == "completed" else record.get("progress", 0),
+            "finished_at": finished_at or utc_now()}
+
+
 class ResultStore:
     def __init__(self, output_root: Path | str):
         self.root = Root(output_root)
@@ -49,6 +60,10 @@ class ResultStore:
         path = self.root.path_for(key)
         os.makedirs(path.parent, mode=DIR_MODE, exist_ok=True)
         return path, key
+
+    @staticmethod
+    def results_key(folder_key: str) -> str:
+        return f"{folder_key}/{RESULTS_NAME}"
 
     def write(self, folder_key: str, document: dict[str, Any]) -> str:
         """Write the results document atomically; returns its key."""
