@@ -62,6 +62,41 @@ def parse_duration(text: str | float | int) -> float:
     return seconds
 
 
+_SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+
+
+def parse_scheduler_address(text: Any, name: str = "scheduler") -> str:
+    """'tcp://host:port' (or 'host:port', taken as tcp) -> the normalised address.
+
+    Checked here, at start, so a typo is one sentence at `run` rather than a
+    connection error minutes later; whether the scheduler answers is the
+    cluster executor's business.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"Setting '{name}' must be an address like tcp://host:8786, not {text!r}.")
+    value = text.strip()
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "tcp", value
+    scheme = scheme.lower()
+    host, colon, port = rest.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if (
+        scheme not in _SCHEDULER_SCHEMES
+        or not colon
+        or not host
+        or any(c in host for c in "/ ?#@")
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+    ):
+        raise ConfigError(
+            f"Setting '{name}' must be an address like tcp://host:8786 "
+            f"(schemes: {', '.join(_SCHEDULER_SCHEMES)}), not {text!r}."
+        )
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{int(port)}"
+
+
 @dataclass(frozen=True)
 class Rule:
     """Inputs whose key matches `match` (fnmatch; `*` also crosses folders) get these plugins."""
@@ -102,6 +137,8 @@ class Settings:
     retention: float | None = None
     retention_outputs: bool = False
     plugin_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Dask scheduler address (e.g. tcp://10.0.0.5:8786): jobs run on that cluster (None: local).
+    scheduler: str | None = None
     config_file: Path | None = None
 
     def with_overrides(self, **changes: Any) -> "Settings":
@@ -195,6 +232,7 @@ _ENV_KEYS = {
     "state": "FORGESYTE_STATE",
     "plugins": "FORGESYTE_PLUGINS",
     "workers": "FORGESYTE_WORKERS",
+    "scheduler": "FORGESYTE_SCHEDULER",
 }
 
 
@@ -281,6 +319,8 @@ def load_settings(
         values["retention"] = parse_duration(merged["retention"])
     if "retention_outputs" in merged:
         values["retention_outputs"] = bool(merged["retention_outputs"])
+    if merged.get("scheduler") not in (None, ""):
+        values["scheduler"] = parse_scheduler_address(merged["scheduler"])
     return Settings(**values)
 
 

@@ -113,3 +113,29 @@ def test_unknown_plugin_is_bad_configuration(tmp_path):
     proc = _run(base_env(tmp_path), "run", "--once", "--plugins", "metadata,nope")
     assert proc.returncode == 2
     assert proc.stderr.startswith("Unknown plugin 'nope'")
+
+
+def test_scheduler_setting_from_flag_env_and_file(tmp_path):
+    """`scheduler` is parsed and normalised at start (helper F's executor uses it)."""
+    env = {"FORGESYTE_HOME": str(tmp_path)}
+    assert load_settings({}, env).scheduler is None
+    cfg = write_config(tmp_path, scheduler="tcp://10.0.0.5:8786")
+    assert load_settings({"config": cfg}, env).scheduler == "tcp://10.0.0.5:8786"
+    env["FORGESYTE_SCHEDULER"] = "sched.local:8786"  # bare host:port means tcp
+    assert load_settings({"config": cfg}, env).scheduler == "tcp://sched.local:8786"
+    flagged = load_settings({"config": cfg, "scheduler": "tls://[::1]:9000"}, env)
+    assert flagged.scheduler == "tls://[::1]:9000"
+
+
+@pytest.mark.parametrize("address", ["tcp://", "tcp://host", "http://h:1", "tcp://h:0",
+                                     "tcp://h:99999", "tcp://h:port", "tcp://a/b:1", 8786])
+def test_bad_scheduler_address_is_one_sentence(tmp_path, address):
+    cfg = write_config(tmp_path, scheduler=address)
+    with pytest.raises(ConfigError, match=r"Setting 'scheduler' must be an address like tcp://host:8786"):
+        load_settings({"config": cfg}, {"FORGESYTE_HOME": str(tmp_path)})
+
+
+def test_run_refuses_a_bad_scheduler_flag(tmp_path):
+    proc = _run(base_env(tmp_path), "run", "--once", "--scheduler", "tcp://nohost")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("Setting 'scheduler' must be an address") and proc.stderr.count("\n") == 1

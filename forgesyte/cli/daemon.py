@@ -15,15 +15,17 @@ from forgesyte.config import load_settings
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes (default 2).")
 @click.option("--plugins", help="Comma-separated plugin chain, e.g. metadata.")
 @click.option("--polling", is_flag=True, default=None, help="Stat-polling observer, for NFS/CIFS inboxes.")
+@click.option("--scheduler", metavar="ADDR",
+              help="Run jobs on the Dask cluster at ADDR, e.g. tcp://10.0.0.5:8786. Env: FORGESYTE_SCHEDULER.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True)
 @click.pass_context
-def run(ctx: click.Context, once: bool, workers, plugins, polling, log_level: str) -> int:
+def run(ctx: click.Context, once: bool, workers, plugins, polling, scheduler, log_level: str) -> int:
     """Run the daemon in the foreground (logs to stderr)."""
     from forgesyte.daemon.service import AlreadyRunning, Daemon
     from forgesyte.plugins.registry import DiscoveryFailed, probe
 
-    settings = _settings(ctx, workers=workers, plugins=plugins, polling=polling)
+    settings = _settings(ctx, workers=workers, plugins=plugins, polling=polling, scheduler=scheduler)
     _ready_dirs(settings, create=True)
     try:
         available = probe()
@@ -38,7 +40,7 @@ def run(ctx: click.Context, once: bool, workers, plugins, polling, log_level: st
 
     level = getattr(logging, log_level.upper())
     configure_logging(level)
-    flags = dict(ctx.obj, workers=workers, plugins=plugins, polling=polling)
+    flags = dict(ctx.obj, workers=workers, plugins=plugins, polling=polling, scheduler=scheduler)
     try:
         return Daemon(settings, once=once, log_level=level,
                       reload=lambda: load_settings(flags)).run()
