@@ -1,18 +1,44 @@
-# `make run` and `make test` set up everything themselves (venv, installs).
+# `make run` and `make test` set up everything themselves (venv, installs, and as
+# root on Debian the few system packages some tests drive: rsync, faketime, espeak-ng).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.forgesyte-installed
+TEST_STAMP := $(VENV)/.forgesyte-test-installed
+PIP    := $(BIN)/python -m pip --quiet --disable-pip-version-check
+# pip's notes about unreachable extra indexes and setuptools' editable-install banner are noise.
+QUIET  := 2>&1 | sed -e '/^WARNING: Location/d' -e '/BuildBackendWarning/,/with strategy/d'
+# Extras the test suite exercises (cluster tests start a real Dask scheduler and workers).
+TEST_EXTRAS ?= test,cluster
+# Debian packages tests use for real (each test skips, saying why, when one is missing).
+TEST_DEBS ?= rsync faketime espeak-ng
 
-.PHONY: run test test-all bench clean
+.PHONY: run test test-all bench clean debs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(PIP) install --upgrade pip $(QUIET)
 
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(PIP) install -e . $(QUIET)
+	$(BIN)/python -c "import forgesyte"
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP) setup.cfg
+	$(PIP) install -e '.[$(TEST_EXTRAS)]' $(QUIET)
+	$(BIN)/python -c "import pytest, forgesyte"
+	touch $(TEST_STAMP)
+
+# Best effort: only as root with apt; a test whose tool is missing skips with the reason.
+debs:
+	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "installing Debian packages for tests:$$missing"; \
+	        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null 2>&1 \
+	            || echo "could not install$$missing; the tests that need them will be skipped"; \
+	    else echo "not root or no apt: not installing$$missing; the tests that need them will be skipped"; fi; \
+	fi
 
 run: $(STAMP)
 	$(BIN)/forgesyte run
@@ -20,13 +46,13 @@ run: $(STAMP)
 # The slow crash soak (~1 min) is left out locally and run in CI (CI=true).
 SLOW := $(if $(CI),,-m "not slow")
 
-test: $(STAMP)
+test: $(TEST_STAMP) debs
 	$(BIN)/python -m pytest -q $(SLOW) $(PYTEST_ARGS)
 
-test-all: $(STAMP)
+test-all: $(TEST_STAMP) debs
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/plugins.py
