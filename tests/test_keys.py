@@ -1,4 +1,5 @@
-"""The storage layer's key <-> path conversion refuses anything that leaves its root."""
+"""The storage layer's key <-> path conversion: lossless for any name, and it refuses
+anything that leaves its root (test_names.py generates names; these are the examples)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import os
 
 import pytest
 
-from forgesyte.storage.paths import Root, UnsafeKey
+from forgesyte.storage.paths import (Root, UnsafeKey, bytes_from_key, canonical_key, key_from_bytes,
+                                     key_spellings, redact)
 from forgesyte.storage.results import ResultStore
+from forgesyte.text import display
 
 
 @pytest.fixture
@@ -57,7 +60,55 @@ def test_result_store_never_writes_outside(tmp_path):
         store.write("../escape", {"x": 1})
     with pytest.raises(UnsafeKey):
         store.artifact("ok-123", "plugin", "../../../escape.jpg")
-    key = store.write(ResultStore.job_folder_key("cam1/clip.mp4", "abc"), {"x": 1})
-    assert key == "cam1/clip.mp4-abc/results.json"
+    key = store.write(ResultStore.job_folder_key("cam1/clip.mp4", "01m88bakr04qgnxh"), {"x": 1})
+    assert key == "2026-11-25/clip.mp4-01m88bakr04qgnxh/results.json"
     assert store.read(key) == {"x": 1}
     assert not list(tmp_path.glob("escape*"))
+
+
+@pytest.mark.parametrize("key", ["1:23.mp4", "C:/clip.mp4", "a:b/c:d.mp4", "-rf.mp4", "C:\\clip.mp4"])
+def test_colons_and_dashes_are_ordinary_names(root, key):
+    """Issue 9: `:` as the second character was refused as a Windows drive letter."""
+    path = root.path_for(key)
+    assert path == root.path / key
+    assert root.key_for(path) == key
+
+
+@pytest.mark.parametrize("raw, key", [
+    (b"\xff\xfe.mp4", "\\xff\\xfe.mp4"),
+    (b"caf\xe9.mp4", "caf\\xe9.mp4"),
+    (b"C:\\new.mp4", "C:\\new.mp4"),            # a lone backslash stays single
+    (b"a\\x41.mp4", "a\\\\x41.mp4"),          # ...unless it would read as an escape
+    (b"a\\\\b.mp4", "a\\\\\\b.mp4"),
+    (b"new\nline\x1b.mp4", "new\nline\x1b.mp4"),  # valid UTF-8 stays (keys are data)
+])
+def test_key_spelling_of_bytes(root, raw, key):
+    assert key_from_bytes(raw) == key
+    assert bytes_from_key(key) == raw
+    (root.path / os.fsdecode(raw)).write_bytes(b"x")
+    assert root.key_for(os.path.join(os.fsencode(root.path), raw)) == key
+    assert root.path_for(key).read_bytes() == b"x"
+    assert os.fsencode(root.path_for(key).name) == raw
+
+
+@pytest.mark.parametrize("key", ["a\\x41.mp4", "\\u0041", "x\\x2f..", "\\x00"])
+def test_non_canonical_spellings_are_not_keys(root, key):
+    """Only the canonical spelling is a key: `\\x2f` cannot smuggle a `/` in, `\\x00` a NUL."""
+    with pytest.raises(UnsafeKey):
+        root.path_for(key)
+
+
+def test_shown_forms_and_raw_bytes_lead_to_the_key():
+    key = key_from_bytes(b"\xff\n\x1b[2J.mp4")
+    shown = display(key)
+    assert "\n" not in shown and "\x1b" not in shown and shown == "\\xff\\x0a\\x1b[2J.mp4"
+    assert canonical_key(shown) == key
+    assert key_spellings(shown)[0] == key
+    assert key in key_spellings(os.fsdecode(b"\xff\n\x1b[2J.mp4"))
+
+
+def test_redact_cuts_roots_and_surrogates(tmp_path):
+    out = Root(tmp_path / "out")
+    text = f"[Errno 36] File name too long: '{out.path}/2026-01-01/x/results.json' \udcff"
+    assert redact(text, out) == "[Errno 36] File name too long: '2026-01-01/x/results.json' \\xff"
+    assert str(tmp_path) not in redact(text, out)
