@@ -14,6 +14,10 @@ import socket
 import sys
 import time
 
+from forgesyte.text import SafeFormatter
+
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 
 class Notifier:
     """Sends READY/STATUS/WATCHDOG/STOPPING when run under systemd (no-op otherwise)."""
@@ -75,15 +79,18 @@ class Notifier:
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
 
-class JournalFormatter(logging.Formatter):
-    """`<N>name: message`: journald reads the priority prefix and adds its own timestamps."""
+class JournalFormatter(SafeFormatter):
+    """`<N>name: message`: journald reads the priority prefix and adds its own timestamps.
+    Control characters from names are escaped (SafeFormatter), so a name cannot forge a
+    journal entry; each traceback line is an indented entry of the same priority."""
+
+    def __init__(self) -> None:
+        super().__init__("%(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         priority = _PRIORITY.get(record.levelno, 6)
-        text = f"{record.name}: {record.getMessage()}"
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+        head, tail = self._parts(record)
+        return "\n".join(f"<{priority}>{line}" for line in [head] + tail)
 
 
 def stderr_is_journal(env: dict[str, str] | None = None) -> bool:
@@ -105,7 +112,7 @@ def configure_logging(level: int) -> None:
     if stderr_is_journal():
         handler.setFormatter(JournalFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(SafeFormatter(PLAIN_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -2,25 +2,24 @@
 
 Layout (keys relative to the output root):
 
-    <input key>-<job id>/results.json        the results document
-    <input key>-<job id>/<plugin>/<file>     artifacts a plugin wrote
+    <date>/<base name>-<job id>/results.json        the results document
+    <date>/<base name>-<job id>/<plugin>/<file>     artifacts a plugin wrote
 
-The folder mirrors the inbox tree, so a user browsing the output finds
-`cam1/clip.mp4-01jd.../` next to the other results for `cam1/`. The
-database stores only the results key; `Root` turns it into a path.
+(storage/layout.py says why: no inbox-derived folders, so none collide or
+nest.) The database stores only the results key; `Root` turns it into a path.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from forgesyte.config import DIR_MODE
+from forgesyte.storage import layout
 from forgesyte.storage.atomic import atomic_write_json
-from forgesyte.storage.paths import Root
+from forgesyte.storage.paths import Root, key_from_name
 
 RESULTS_NAME = "results.json"
 
@@ -46,8 +45,8 @@ class ResultStore:
 
     @staticmethod
     def job_folder_key(input_key: str, job_id: str) -> str:
-        Root.check_key(input_key)
-        return f"{input_key}-{job_id}"
+        """The layout lives in storage/layout.py (`<date>/<base name>-<id>`)."""
+        return layout.job_folder_key(input_key, job_id)
 
     def job_folder(self, folder_key: str) -> Path:
         path = self.root.path_for(folder_key)
@@ -56,7 +55,7 @@ class ResultStore:
 
     def artifact(self, folder_key: str, plugin: str, name: str) -> tuple[Path, str]:
         """Absolute path to write an artifact to, and the key to record for it."""
-        key = f"{folder_key}/{plugin}/{name}"
+        key = f"{folder_key}/{plugin}/{key_from_name(name)}"
         path = self.root.path_for(key)
         os.makedirs(path.parent, mode=DIR_MODE, exist_ok=True)
         return path, key
@@ -88,16 +87,7 @@ class ResultStore:
     def remove_job_folder(self, results_key: str) -> None:
         """Delete a job's folder (given its results key), never anything outside the root."""
         folder = results_key.rsplit("/", 1)[0] if "/" in results_key else results_key
-        path = self.root.path_for(folder)
-        shutil.rmtree(path, ignore_errors=True)
-        # Tidy now-empty parents (mirrors of inbox folders), stopping at the root.
-        parent = path.parent
-        while parent != self.root.path and self.root.path in parent.parents:
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
+        layout.remove_job_folder(self.root, folder)  # keeps other jobs' folders nested in it
 
     def read(self, key: str) -> dict[str, Any]:
         path = self.root.path_for(key)
