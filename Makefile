@@ -9,7 +9,7 @@ PIP    := $(BIN)/python -m pip --quiet --disable-pip-version-check
 # pip's notes about unreachable extra indexes and setuptools' editable-install banner are noise.
 QUIET  := 2>&1 | sed -e '/^WARNING: Location/d' -e '/BuildBackendWarning/,/with strategy/d'
 # Extras the test suite exercises (cluster tests start a real Dask scheduler and workers).
-TEST_EXTRAS ?= test,cluster
+TEST_EXTRAS ?= test,cluster,all
 # Debian packages tests use for real (each test skips, saying why, when one is missing).
 TEST_DEBS ?= rsync faketime espeak-ng
 

@@ -93,11 +93,11 @@ def worker_main(conn: Connection, inbox_root: str, output_root: str, log_level: 
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
 
     from forgesyte.plugins.chain import run_chain
-    from forgesyte.plugins.registry import discover
+    from forgesyte.plugins.registry import Loader
     from forgesyte.storage.paths import Root
     from forgesyte.storage.results import ResultStore
 
-    plugins = discover()
+    plugins = Loader()  # imports a plugin when a job first needs it, never all of them
     inbox = Root(inbox_root)
     results = ResultStore(output_root)
     conn.send(("ready", None, os.getpid()))

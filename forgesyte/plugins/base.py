@@ -168,6 +168,13 @@ class FramePlugin:
         """What to feed `analyze`; None: nothing (only `video`)."""
         return Frames()
 
+    def run(self, video: Path, ctx: Context) -> dict[str, Any]:
+        """This plugin alone, in a decoding pass of its own (tests, benchmarks, scripts);
+        the worker never calls it: it runs every frame plugin of a job in one pass."""
+        from forgesyte.plugins.pipeline import run_alone
+
+        return run_alone(self, Path(video), ctx)
+
     def analyze(self, video: VideoInfo, frames: Iterator[Any], ctx: Context) -> dict[str, Any]:  # pragma: no cover
         """Iterate `frames` (each a `Frame`: `.array`, `.time_s`, `.index`, `.image()`,
         `.av`; or an `AudioChunk` when `wants` returned `Audio`) and return the section.

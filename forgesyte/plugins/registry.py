@@ -40,6 +40,9 @@ BUILTINS: dict[str, tuple[str, str | None]] = {
     "motion": ("forgesyte.plugins.builtin.motion:MotionPlugin", None),
     "thumbnails": ("forgesyte.plugins.builtin.thumbnails:ThumbnailsPlugin", None),
     "faces": ("forgesyte.plugins.builtin.faces:FacesPlugin", None),
+    "fingerprint": ("forgesyte.plugins.builtin.fingerprint:FingerprintPlugin", None),
+    "ocr": ("forgesyte.plugins.builtin.ocr:OcrPlugin", "ocr"),
+    "speech": ("forgesyte.plugins.builtin.speech:SpeechPlugin", "speech"),
 }
 
 PROBE_TIMEOUT = 120.0  # seconds one plugin's import may take in the probe

@@ -16,7 +16,7 @@ def open_video(video: Path, threaded: bool = True):
     try:
         container = av.open(str(video))
     except av.error.FFmpegError as exc:
-        raise PluginError(f"The file is not a decodable video ({_reason(exc)}).") from None
+        raise PluginError(f"The file is not a decodable video ({reason(exc)}).") from None
     if not container.streams.video:
         container.close()
         raise PluginError("The file has no video stream.")
@@ -47,8 +47,8 @@ def decode(container, stream) -> Iterator:
     try:
         yield from container.decode(stream)
     except av.error.FFmpegError as exc:
-        raise PluginError(f"The video stream cannot be decoded ({_reason(exc)}).") from None
+        raise PluginError(f"The video stream cannot be decoded ({reason(exc)}).") from None
 
 
-def _reason(exc: Exception) -> str:
+def reason(exc: Exception) -> str:
     return (getattr(exc, "strerror", None) or str(exc)).rstrip(".")

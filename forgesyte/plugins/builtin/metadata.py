@@ -22,6 +22,7 @@ class MetadataPlugin(Plugin):
     name = "metadata"
     version = "1.0"
     description = "Container format, duration, size; video codec, frame size, fps, frame count; audio."
+    cost = 0.02  # opens the file and decodes one frame
 
     def run(self, video: Path, ctx: Context) -> dict[str, Any]:
         container, vstream = open_video(video, threaded=False)

@@ -1,59 +1,57 @@
 """`motion`: intervals with motion, from frame differencing on small grey frames.
 
-Each frame is scaled down (FFmpeg's swscale, through PyAV) to a small grey
-image, which also averages away sensor noise; the score is the percentage of
-pixels that changed by more than `pixel_delta` grey levels since the previous
-frame. A whole-frame mean would drown a small moving object in a still scene;
-a changed-pixel share does not. Frames scoring above `threshold` percent are
-motion; runs closer than `gap_s` are merged and runs shorter than `min_s`
-dropped.
+Each frame is scaled down (FFmpeg's swscale, in the shared pass) to a small
+grey image, which also averages away sensor noise; the score is the
+percentage of pixels that changed by more than `pixel_delta` grey levels
+since the previous frame. A whole-frame mean would drown a small moving
+object in a still scene; a changed-pixel share does not. Frames scoring
+above `threshold` percent are motion; runs closer than `gap_s` are merged and
+runs shorter than `min_s` dropped.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from forgesyte.plugins.base import Context, Plugin
-from forgesyte.plugins.builtin._video import decode, expected_frames, frame_time, open_video
+from forgesyte.plugins.base import Context, FramePlugin, Frames, Option, VideoInfo
 
 
-class MotionPlugin(Plugin):
+class MotionPlugin(FramePlugin):
     name = "motion"
-    version = "1.0"
+    version = "1.1"
     description = "Intervals with motion (start, end, peak score) from downscaled frame differencing."
-    defaults = {"threshold": 0.25, "pixel_delta": 12, "width": 64, "gap_s": 0.5, "min_s": 0.2}
+    options = {
+        "threshold": Option(float, 0.25, "percent of changed pixels that counts as motion", min=0, max=100),
+        "pixel_delta": Option(int, 12, "grey levels a pixel must change by", min=1, max=255),
+        "width": Option(int, 64, "width of the grey frames compared", min=8, max=1920),
+        "gap_s": Option(float, 0.5, "merge motion runs closer than this", min=0),
+        "min_s": Option(float, 0.2, "drop motion runs shorter than this", min=0),
+    }
+    cost = 0.1
 
-    def run(self, video: Path, ctx: Context) -> dict[str, Any]:
-        threshold = float(ctx.options.get("threshold", 0.25))
-        delta = int(ctx.options.get("pixel_delta", 12))
-        width = int(ctx.options.get("width", 64))
-        gap = float(ctx.options.get("gap_s", 0.5))
-        min_len = float(ctx.options.get("min_s", 0.2))
-        container, stream = open_video(video)
+    def wants(self, video: VideoInfo, ctx: Context) -> Frames:
+        return Frames(width=int(ctx.options["width"]), format="gray")
+
+    def analyze(self, video: VideoInfo, frames: Iterator, ctx: Context) -> dict[str, Any]:
+        threshold = float(ctx.options["threshold"])
+        delta = int(ctx.options["pixel_delta"])
+        gap = float(ctx.options["gap_s"])
+        min_len = float(ctx.options["min_s"])
         moving: list[tuple[float, float]] = []  # (time, score) of frames above threshold
         previous = None
         first = None
-        frame_step = 0.0
-        with container:
-            total = expected_frames(container, stream)
-            height = max(2, round(width * stream.codec_context.height / max(1, stream.codec_context.width)) // 2 * 2)
-            for index, frame in enumerate(decode(container, stream)):
-                t = frame_time(frame, stream)
-                first = t if first is None else first
-                small = frame.reformat(width=width, height=height, format="gray").to_ndarray()
-                small = small.astype(np.int16)
-                if previous is not None:
-                    score = float((np.abs(small - previous) > delta).mean() * 100)
-                    if score > threshold:
-                        moving.append((t - first, score))
-                previous = small
-                if index % 50 == 0:
-                    ctx.progress(min(0.99, index / total))
-            fps = float(stream.average_rate or stream.guessed_rate or 25)
-            frame_step = 1 / fps
+        for frame in frames:
+            t = frame.time_s
+            first = t if first is None else first
+            small = frame.array.astype(np.int16)
+            if previous is not None:
+                score = float((np.abs(small - previous) > delta).mean() * 100)
+                if score > threshold:
+                    moving.append((t - first, score))
+            previous = small
+        frame_step = 1 / (video.fps or 25)
         intervals: list[dict[str, Any]] = []
         for t, score in moving:
             start = t - frame_step  # motion happened between the previous frame and this one
@@ -64,6 +62,5 @@ class MotionPlugin(Plugin):
                 intervals.append({"start_s": round(max(0.0, start), 6), "end_s": round(t, 6),
                                   "peak": round(score, 3)})
         intervals = [i for i in intervals if i["end_s"] - i["start_s"] >= min_len]
-        ctx.progress(1.0)
         return {"intervals": intervals, "threshold": threshold,
                 "motion_s": round(sum(i["end_s"] - i["start_s"] for i in intervals), 6)}
