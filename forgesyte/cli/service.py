@@ -1,13 +1,37 @@
-"""`service install`: a systemd unit for this configuration."""
+"""`service install`: a systemd unit for this configuration (the daemon's, or a cluster worker's)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from forgesyte.cli import UserError, _settings, cli
+from forgesyte.cli import ConfigFailure, UserError, cli
+from forgesyte.config import ConfigError, Settings, load_settings, parse_scheduler_address
+
+
+def _unit_settings(ctx: click.Context, user_unit: bool, scheduler: str | None) -> Settings:
+    """The configured directories, with a system unit's home in /var/lib/forgesyte.
+
+    Run as root, the ordinary default home would be /root/.local/share, which
+    the service account cannot reach; a system unit's natural home is the one
+    systemd makes for it (StateDirectory=forgesyte). --home, FORGESYTE_HOME or
+    the config file's `home` still win, as for every command.
+    """
+    from forgesyte.daemon.unit import SYSTEM_HOME
+
+    env = dict(os.environ)
+    if not user_unit:
+        env["STATE_DIRECTORY"] = str(SYSTEM_HOME)
+    try:
+        settings = load_settings(dict(ctx.obj), env)
+        if scheduler:
+            settings = settings.with_overrides(scheduler=parse_scheduler_address(scheduler))
+    except ConfigError as exc:
+        raise ConfigFailure(str(exc)) from None
+    return settings
 
 
 @cli.group()
@@ -20,34 +44,53 @@ def service() -> None:
 @click.option("--print", "print_only", is_flag=True, help="Print the unit instead of writing it.")
 @click.option("--unit-dir", type=click.Path(path_type=Path), help="Where to write the unit file.")
 @click.option("--service-user", default="forgesyte", show_default=True, help="System unit: the account to run as.")
+@click.option("--worker", is_flag=True, help="A unit for `forgesyte worker` (a cluster machine), not the daemon.")
+@click.option("--scheduler", metavar="ADDR", help="The Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: setting 'scheduler').")
+@click.option("--allow", multiple=True, metavar="NET",
+              help="Cluster units: addresses the unit may reach besides the scheduler (IPAddressAllow=), e.g. 10.0.0.0/24. Repeatable.")
 @click.pass_context
-def service_install(ctx: click.Context, user_unit: bool, print_only: bool, unit_dir, service_user: str) -> None:
+def service_install(ctx: click.Context, user_unit: bool, print_only: bool, unit_dir: Path | None,
+                    service_user: str, worker: bool, scheduler: str | None, allow: tuple[str, ...]) -> None:
     """Write a systemd unit for the configured directories, and say how to enable it."""
-    from forgesyte.daemon.unit import render
+    from forgesyte.daemon.unit import DAEMON_UNIT, WORKER_UNIT, UnitError, render, render_worker
     from forgesyte.daemon.unit import unit_dir as default_unit_dir
 
-    settings = _settings(ctx)
+    settings = _unit_settings(ctx, user_unit, scheduler)
     exec_start = f"{sys.executable} -m forgesyte"
-    text = render(settings, exec_start, user_unit=user_unit, service_user=service_user,
-                  origin=" on this machine")
+    try:
+        if worker:
+            if not settings.scheduler:
+                raise UserError("A worker unit needs the scheduler's address: --scheduler tcp://HOST:8786.")
+            name = WORKER_UNIT
+            text = render_worker(settings, exec_start, settings.scheduler, user_unit=user_unit,
+                                 service_user=service_user, origin=" on this machine", allow=allow)
+            dirs = [settings.output]
+        else:
+            if allow and not settings.scheduler:
+                raise UserError("--allow opens the network to a Dask cluster; without a scheduler the daemon needs none.")
+            name = DAEMON_UNIT
+            text = render(settings, exec_start, user_unit=user_unit, service_user=service_user,
+                          origin=" on this machine", allow=allow)
+            dirs = [settings.inbox, settings.output, settings.state]
+    except UnitError as exc:
+        raise UserError(str(exc)) from None
     if print_only:
         click.echo(text, nl=False)
         return
     folder = unit_dir or default_unit_dir(user_unit)
-    path = folder / "forgesyte.service"
+    path = folder / name
     try:
         folder.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     except OSError as exc:
         raise UserError(f"Cannot write {path}: {exc.strerror} (a system unit needs root; try --user).") from None
     ctl = "systemctl --user" if user_unit else "systemctl"
+    unit = name.removesuffix(".service")
     click.echo(f"Wrote {path}.")
     if not user_unit:
-        dirs = " ".join(str(d) for d in (settings.inbox, settings.output, settings.state))
+        listed = " ".join(str(d) for d in dirs)
         click.echo(f"Create the account and hand it the directories (once):\n"
                    f"  useradd --system --no-create-home --shell /usr/sbin/nologin {service_user}\n"
-                   f"  mkdir -p {dirs} && chown -R {service_user}: {dirs}")
-    click.echo(f"Then:\n  {ctl} daemon-reload\n  {ctl} enable --now forgesyte\n"
-               f"  {ctl} status forgesyte\n  journalctl {'--user-unit' if user_unit else '-u'} forgesyte -f")
-
-
+                   f"  mkdir -p {listed} && chown -R {service_user}: {listed}")
+    click.echo(f"Then:\n  {ctl} daemon-reload\n  {ctl} enable --now {unit}\n"
+               f"  {ctl} status {unit}\n  journalctl {'--user-unit' if user_unit else '-u'} {unit} -f")
