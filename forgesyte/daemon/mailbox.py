@@ -1,20 +1,29 @@
 """CLI -> daemon requests, so the daemon stays the single writer of the store.
 
-A CLI write (`retry`) drops `<state>/requests/<id>.json` (atomically); the
-daemon applies it on its next tick and answers in `<id>.reply`. When no
-daemon runs, the CLI takes the state lock and applies the change itself.
+A CLI write (`retry`, `prune`) drops `<state>/requests/<id>.json`
+(atomically); the daemon applies it on its next tick and answers in
+`<id>.reply`. When no daemon runs, the CLI takes the state lock and applies
+the change itself.
+
+The requester is often not the daemon's account: an operator runs
+`sudo forgesyte prune ...` while the daemon runs as `forgesyte` (under
+systemd with PrivateUsers=yes, where root is just "nobody" to the daemon). So
+a request is handed to the state folder's owner (root can chown; anyone else
+makes it group- or world-readable inside the 0750 folder), and the reply is
+as readable as the request was.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from forgesyte.storage.atomic import atomic_write_json
+from forgesyte.storage.atomic import fsync_dir
 
 REQUESTS_DIR = "requests"
 
@@ -24,16 +33,60 @@ class MailboxTimeout(Exception):
 
 
 def _dir(state_dir: Path | str) -> Path:
+    """The requests folder, owned like the state folder even when root makes it."""
     path = Path(state_dir) / REQUESTS_DIR
-    os.makedirs(path, mode=0o750, exist_ok=True)
+    try:
+        os.mkdir(path, 0o750)
+    except FileExistsError:
+        return path
+    if os.geteuid() == 0:
+        owner = os.stat(state_dir)
+        if (owner.st_uid, owner.st_gid) != (0, 0):
+            os.chown(path, owner.st_uid, owner.st_gid)
     return path
+
+
+def _write(path: Path, document: Any, mode: int, owner: tuple[int, int] | None = None) -> int:
+    """Atomically write `document` with exactly `mode` (not the umask's), handed to `owner`.
+
+    Returns the mode the file got: without root, the owner cannot be changed,
+    and a file the daemon's group cannot read is made world-readable instead.
+    """
+    data = json.dumps(document, ensure_ascii=False).encode("utf-8") + b"\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # a dot: serve() never picks it up
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        if owner is not None:
+            try:
+                os.fchown(fd, *owner)
+            except PermissionError:
+                try:
+                    os.fchown(fd, -1, owner[1])  # allowed when we are in the daemon's group
+                except PermissionError:
+                    mode |= 0o004
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return mode
 
 
 def send(state_dir: Path | str, request: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
     """Post a request and wait for the daemon's reply."""
     folder = _dir(state_dir)
     rid = uuid.uuid4().hex
-    atomic_write_json(folder / f"{rid}.json", request)
+    owner = os.stat(state_dir)
+    hand_to = None if owner.st_uid == os.geteuid() else (owner.st_uid, owner.st_gid)
+    _write(folder / f"{rid}.json", request, 0o640, hand_to)
     reply = folder / f"{rid}.reply"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -60,13 +113,17 @@ def serve(state_dir: Path | str, handle: Callable[[dict[str, Any]], dict[str, An
         if entry.name.startswith(".") or not entry.name.endswith(".json"):
             continue
         rid = entry.name[: -len(".json")]
+        mode = 0o640
         try:
             with open(entry.path, "rb") as fh:
+                # The reply is as readable as the request: a requester that could
+                # not hand its request to us reads our answer as "other".
+                mode |= stat.S_IMODE(os.fstat(fh.fileno()).st_mode) & 0o004
                 request = json.load(fh)
             answer = handle(request)
         except (OSError, ValueError) as exc:
             answer = {"ok": False, "error": f"The request could not be read ({exc})."}
-        atomic_write_json(folder / f"{rid}.reply", answer)
+        _write(folder / f"{rid}.reply", answer, mode)
         try:
             os.unlink(entry.path)
         except FileNotFoundError:
