@@ -3,10 +3,13 @@ anything that leaves its root (test_names.py generates names; these are the exam
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
+from forgesyte.storage import layout
 from forgesyte.storage.paths import (Root, UnsafeKey, bytes_from_key, canonical_key, key_from_bytes,
                                      key_spellings, redact)
 from forgesyte.storage.results import ResultStore
@@ -112,3 +115,43 @@ def test_redact_cuts_roots_and_surrogates(tmp_path):
     text = f"[Errno 36] File name too long: '{out.path}/2026-01-01/x/results.json' \udcff"
     assert redact(text, out) == "[Errno 36] File name too long: '2026-01-01/x/results.json' \\xff"
     assert str(tmp_path) not in redact(text, out)
+
+
+def _job_folder(root: Path, key: str, job_id: str) -> Path:
+    folder = root / key
+    (folder / "thumbnails").mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({"job_id": job_id}))
+    (folder / "thumbnails" / "0001.jpg").write_bytes(b"jpg")
+    return folder
+
+
+def test_removing_a_job_folder_keeps_another_job_nested_in_it(tmp_path):
+    """Issue 9: the old layout (`<input key>-<id>/`) let an inbox folder named like a job folder
+    nest a second job's results inside the first; pruning the first with --outputs deleted them.
+    Such folders still exist in outputs written before; removal must spare the inner job."""
+    store = ResultStore(tmp_path / "out")
+    outer = _job_folder(store.root.path, "plain.mp4-01m88bakr04qgnxh", "01m88bakr04qgnxh")
+    inner = _job_folder(store.root.path, "plain.mp4-01m88bakr04qgnxh/inner.mp4-01m88bakr04qgnxj",
+                        "01m88bakr04qgnxj")
+    pending = outer / "deeper" / "x.mp4-01m88bakr04qgnxk"  # another job's folder, no results yet
+    pending.mkdir(parents=True)
+    (pending / "partial.jpg").write_bytes(b"p")
+    store.remove_job_folder("plain.mp4-01m88bakr04qgnxh/results.json")
+    assert not (outer / "results.json").exists() and not (outer / "thumbnails").exists()
+    assert (inner / "results.json").is_file() and (inner / "thumbnails" / "0001.jpg").is_file()
+    assert (pending / "partial.jpg").is_file()
+    store.remove_job_folder("plain.mp4-01m88bakr04qgnxh/inner.mp4-01m88bakr04qgnxj/results.json")
+    assert not inner.exists()
+
+
+def test_new_layout_folders_are_flat_and_bounded():
+    long_name = "L" * 251 + ".mp4"
+    keys = {layout.job_folder_key(name, "01m88bakr04qgnx" + c)
+            for name, c in [(long_name, "a"), ("plain.mp4-01m88bakr04qgnxh/inner.mp4", "b"),
+                            ("inner.mp4", "c"), ("cam/.hidden\n\x1b.mp4", "d"), ("-rf.mp4", "e")]}
+    assert len(keys) == 5
+    for key in keys:
+        date, name = key.split("/")
+        assert date == "2026-11-25" and len(name.encode()) <= 120 + 1 + 16
+        assert not name.startswith((".", "-")) and "\n" not in name and "\x1b" not in name
+    assert layout.job_folder_key("a.mp4", "not-a-ulid") == "undated/a.mp4-not-a-ulid"
