@@ -1,15 +1,24 @@
-"""What the store knows of every input and every content, without reading history.
+"""What the store knows of every input and every content, without reading the records.
 
-    <state>/index/<NN>.json   {"inputs": {input key: [id, size, mtime_ns, sha256, original id]},
-                               "shas":   {sha256: id of the first job with that content}}
-    <state>/index/log.jsonl   changes since the last compaction, one JSON record a line
+    <state>/index/NN.json   64 checksummed buckets (tinystore.py):
+                            {"gen": G, "inputs": {input key: [id, size, mtime_ns, sha256, original id]},
+                                       "shas":   {sha256: id of the first job with that content}}
+    <state>/index/log.log   changes since the buckets were written (recordlog.py):
+                            header {"format", "version", "base": G}, then one record per checkpoint
+                            {"gen": g, "i": {input: entry}, "s": {sha256: id}}
 
-The index is derived data (the segments hold the truth). A job leaving the
-active file appends a record or two to the log (~100 bytes, fsync'd); every
-COMPACT_AT records the writer folds the log into the 64 buckets. So neither
-sealing nor lookups cost more as the history grows. The writer holds it all
-in memory (`Index`); a reader looks up one input with `lookup_input`: one
-bucket plus a substring scan of the log.
+The index is derived data: everything in it follows from the job records
+(chunks + journal, pruned jobs included as tombstones), and `Index.rebuild`
+makes it again from them. It is verified when the writer opens the store and
+rebuilt when it does not verify; it is never trusted over the records.
+
+Entries only move forward: an input's entry is its newest job (highest id:
+ids grow in creation order), a content's entry its first job, so applying a
+change twice is harmless. The writer holds the index in memory (~250 bytes
+per input) and appends the changes of each checkpoint (before the manifest
+that commits the checkpoint, so the index always covers at least the
+manifest's generation; the open journal is replayed on top). Every
+COMPACT_AT logged entries it rewrites the buckets and starts a new log.
 """
 
 from __future__ import annotations
@@ -18,65 +27,93 @@ import json
 import os
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
+from forgesyte.storage import recordlog
 from forgesyte.storage.atomic import atomic_write_bytes
+from forgesyte.storage.errors import StateDamaged, StateError
+from forgesyte.storage.tinystore import read_document, read_raw, write_document
 
 BUCKETS = 64
 COMPACT_AT = 20_000
 INDEX_DIR = "index"
-LOG = "log.jsonl"
+LOG = "log.log"
+BUCKET_FORMAT, LOG_FORMAT, VERSION = "forgesyte-index-bucket", "forgesyte-index-log", 1
 
 # An entry: [job id, size, mtime_ns, sha256, original id (itself unless a duplicate)]
 IndexEntry = list
 
 
+class IndexDamaged(StateDamaged):
+    """Derived data that does not verify: rebuild it from the records."""
+
+
 def bucket_of(input_key: str) -> int:
-    return zlib.crc32(input_key.encode("utf-8")) % BUCKETS
+    return zlib.crc32(input_key.encode("utf-8", "surrogateescape")) % BUCKETS
 
 
 def sha_bucket_of(sha256: str) -> int:
-    return int(sha256[:8], 16) % BUCKETS
+    try:
+        return int(sha256[:8], 16) % BUCKETS
+    except ValueError:
+        return zlib.crc32(sha256.encode("utf-8", "surrogateescape")) % BUCKETS
 
 
 def index_entry(job: dict[str, Any]) -> IndexEntry:
-    return [job["id"], job["size"], job.get("mtime_ns", 0), job["sha256"], job.get("duplicate_of") or job["id"]]
+    return [job["id"], job.get("size", 0), job.get("mtime_ns", 0), job.get("sha256", ""),
+            job.get("duplicate_of") or job["id"]]
 
 
-def _read_bucket(folder: Path, number: int) -> dict[str, dict]:
+def bucket_name(number: int) -> str:
+    return f"{number:02d}.json"
+
+
+def rel(name: str) -> str:
+    return f"{INDEX_DIR}/{name}"
+
+
+def _read_bucket(folder: Path, number: int) -> dict[str, Any] | None:
+    name = bucket_name(number)
     try:
-        with open(folder / f"{number:02d}.json", "rb") as fh:
-            return json.load(fh)
+        body = read_document(folder / name, rel(name), BUCKET_FORMAT, VERSION)
     except FileNotFoundError:
-        return {}
+        return None
+    except StateError as exc:
+        raise IndexDamaged(exc.name, exc.problem) from None
+    if not (isinstance(body, dict) and isinstance(body.get("inputs"), dict)
+            and isinstance(body.get("shas"), dict) and isinstance(body.get("gen"), int)):
+        raise IndexDamaged(rel(name), "is not an index bucket")
+    return body
 
 
-def _read_log(folder: Path, needle: str | None = None) -> list[dict[str, Any]]:
-    """Log records (only lines containing `needle`, if given). A torn last line is skipped."""
+def _read_log(folder: Path) -> tuple[int, list[dict[str, Any]]] | None:
+    """(base generation, change records); None when there is no log."""
     try:
-        with open(folder / LOG, "r", encoding="utf-8") as fh:
-            text = fh.read()
+        raw = read_raw(folder / LOG, rel(LOG))
     except FileNotFoundError:
-        return []
-    records = []
-    for line in text.splitlines():
-        if needle is not None and needle not in line:
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
+        return None
+    scan = recordlog.scan_all(raw)
+    if scan.damaged_lines:
+        # Readers may race an append (a torn tail); the writer rebuilds either way.
+        if scan.damaged_inside or not scan.records:
+            raise IndexDamaged(rel(LOG), f"is damaged (line {scan.damaged_lines[0]} does not verify)")
+    try:
+        recordlog.check_header(rel(LOG), scan.records[0], LOG_FORMAT, VERSION)
+    except StateError as exc:
+        raise IndexDamaged(exc.name, exc.problem) from None
+    return int(scan.records[0].get("base", 0)), scan.records[1:]
 
 
 def lookup_input(state_dir: Path | str, input_key: str) -> IndexEntry | None:
-    """For readers: the compacted bucket, overlaid with newer log records."""
+    """For readers: one bucket, overlaid with the logged changes. Raises IndexDamaged."""
     folder = Path(state_dir) / INDEX_DIR
-    entry = _read_bucket(folder, bucket_of(input_key)).get("inputs", {}).get(input_key)
-    needle = json.dumps(input_key, ensure_ascii=False)
-    for record in _read_log(folder, needle):
-        if record.get("i") == input_key and (entry is None or record["e"][0] >= entry[0]):
-            entry = record["e"]
+    bucket = _read_bucket(folder, bucket_of(input_key))
+    entry = (bucket or {}).get("inputs", {}).get(input_key)
+    logged = _read_log(folder)
+    for record in logged[1] if logged else ():
+        candidate = record.get("i", {}).get(input_key)
+        if candidate is not None and (entry is None or entry[0] <= candidate[0]):
+            entry = candidate
     return entry
 
 
@@ -85,83 +122,132 @@ class Index:
 
     def __init__(self, state_dir: Path | str):
         self.dir = Path(state_dir) / INDEX_DIR
-        self._inputs: list[dict[str, IndexEntry]] = []
-        self._shas: list[dict[str, str]] = []
-        for number in range(BUCKETS):
-            bucket = _read_bucket(self.dir, number)
-            self._inputs.append(bucket.get("inputs", {}))
-            self._shas.append(bucket.get("shas", {}))
-        records = _read_log(self.dir)
-        for record in records:
-            self._apply(record)
-        self._log_lines = len(records)
-        self._pending: list[dict[str, Any]] = []
+        self._inputs: list[dict[str, IndexEntry]] = [{} for _ in range(BUCKETS)]
+        self._shas: list[dict[str, str]] = [{} for _ in range(BUCKETS)]
+        self._changed_inputs: dict[str, IndexEntry] = {}
+        self._changed_shas: dict[str, str] = {}
+        self._logged = 0  # entries in the log since the buckets were written
+        self._fresh = False  # the files on disk are not (yet) this index: write them whole
 
+    # -- loading -------------------------------------------------------------------
+    @classmethod
+    def load(cls, state_dir: Path | str, covers: int) -> "Index":
+        """The index on disk, verified: every file checks out and it covers generation
+        `covers` (the manifest's). Raises IndexDamaged otherwise."""
+        index = cls(state_dir)
+        logged = _read_log(index.dir)
+        buckets = [_read_bucket(index.dir, n) for n in range(BUCKETS)]
+        if logged is None and all(b is None for b in buckets):
+            if covers > 0:
+                raise IndexDamaged(rel(""), "is missing")
+            return index  # a new state: nothing to know yet
+        if logged is None:
+            raise IndexDamaged(rel(LOG), "is missing")
+        missing = [n for n, b in enumerate(buckets) if b is None]
+        if missing:
+            raise IndexDamaged(rel(bucket_name(missing[0])), "is missing")
+        base, records = logged
+        gens = [r.get("gen") for r in records]
+        top = max([base, *[g for g in gens if isinstance(g, int)]])
+        expected = base
+        for gen in gens:
+            if not isinstance(gen, int) or gen > expected + 1 or gen < base:
+                raise IndexDamaged(rel(LOG), f"skips from generation {expected} to {gen!r}")
+            expected = max(expected, gen)
+        for number, bucket in enumerate(buckets):
+            if not base <= bucket["gen"] <= top:
+                raise IndexDamaged(rel(bucket_name(number)), f"is of generation {bucket['gen']}, outside "
+                                   f"the log's {base}..{top}")
+        if top < covers:
+            raise IndexDamaged(rel(LOG), f"ends at generation {top}, before the store's {covers}")
+        for number, bucket in enumerate(buckets):
+            index._inputs[number] = bucket["inputs"]
+            index._shas[number] = bucket["shas"]
+        for record in records:
+            for key, entry in record.get("i", {}).items():
+                index._apply_input(key, entry)
+            for sha, job_id in record.get("s", {}).items():
+                index._apply_sha(sha, job_id)
+            index._logged += len(record.get("i", {})) + len(record.get("s", {}))
+        return index
+
+    @classmethod
+    def rebuild(cls, state_dir: Path | str, records: Iterable[dict[str, Any]]) -> "Index":
+        """From job records (tombstones included); written whole at the next checkpoint."""
+        index = cls(state_dir)
+        for record in records:
+            index.note(record)
+        index._changed_inputs.clear()
+        index._changed_shas.clear()
+        index._fresh = True
+        return index
+
+    # -- queries -------------------------------------------------------------------
     def entry(self, input_key: str) -> IndexEntry | None:
         return self._inputs[bucket_of(input_key)].get(input_key)
 
     def original(self, sha256: str) -> str | None:
         return self._shas[sha_bucket_of(sha256)].get(sha256)
 
-    @property
-    def dirty(self) -> bool:
-        return bool(self._pending)
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._inputs)
 
-    def _apply(self, record: dict[str, Any]) -> bool:
-        """Newest job per input, first job per content; True if it changed anything."""
-        if "i" in record:
-            bucket = self._inputs[bucket_of(record["i"])]
-            current = bucket.get(record["i"])
-            if current is None or current[0] <= record["e"][0]:
-                bucket[record["i"]] = record["e"]
-                return True
-        elif "s" in record:
-            bucket = self._shas[sha_bucket_of(record["s"])]
-            first = bucket.get(record["s"])
-            if first is None or record["id"] < first:
-                bucket[record["s"]] = record["id"]
+    # -- changes ---------------------------------------------------------------------
+    def _apply_input(self, key: str, entry: IndexEntry) -> bool:
+        bucket = self._inputs[bucket_of(key)]
+        current = bucket.get(key)
+        if current is None or current[0] <= entry[0]:
+            if current != entry:
+                bucket[key] = list(entry)
                 return True
         return False
 
-    def _add(self, record: dict[str, Any]) -> None:
-        if self._apply(record):
-            self._pending.append(record)
+    def _apply_sha(self, sha: str, job_id: str) -> bool:
+        bucket = self._shas[sha_bucket_of(sha)]
+        first = bucket.get(sha)
+        if first is None or job_id < first:
+            bucket[sha] = job_id
+            return True
+        return False
 
-    def record(self, job: dict[str, Any]) -> None:
-        """A job leaves the active file (sealed or pruned): remember its input and content."""
-        self._add({"i": job["input"], "e": index_entry(job)})
-        if job.get("sha256") and not job.get("duplicate_of"):
-            self._add({"s": job["sha256"], "id": job["id"]})
+    def note(self, job: dict[str, Any]) -> None:
+        """A job was created or its facts changed (resettle, touch): remember them."""
+        entry = index_entry(job)
+        if self._apply_input(job["input"], entry):
+            self._changed_inputs[job["input"]] = entry
+        sha = job.get("sha256")
+        if sha and not job.get("duplicate_of") and self._apply_sha(sha, job["id"]):
+            self._changed_shas[sha] = job["id"]
 
-    def touch(self, input_key: str, job_id: str, mtime_ns: int) -> None:
-        """Same content, new mtime, for an archived job."""
-        entry = self.entry(input_key)
-        if entry and entry[0] == job_id:
-            updated = list(entry)
-            updated[2] = mtime_ns
-            self._add({"i": input_key, "e": updated})
+    # -- persistence -------------------------------------------------------------------
+    def checkpoint(self, gen: int) -> None:
+        """Log this checkpoint's changes (always a record, so the log shows every
+        generation); called before the manifest of `gen` is written."""
+        if self._fresh:
+            self.compact(gen)
+            return
+        os.makedirs(self.dir, mode=0o750, exist_ok=True)
+        if not (self.dir / LOG).exists():
+            self.compact(gen)
+            return
+        recordlog.append(self.dir / LOG, [{"gen": gen, "i": self._changed_inputs, "s": self._changed_shas}])
+        self._logged += len(self._changed_inputs) + len(self._changed_shas)
+        self._changed_inputs, self._changed_shas = {}, {}
+        if self._logged >= COMPACT_AT:
+            self.compact(gen)
 
-    def flush(self) -> None:
-        """Append what changed (fsync'd); fold the log into the buckets now and then."""
-        if self._pending:
-            os.makedirs(self.dir, mode=0o750, exist_ok=True)
-            data = "".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n"
-                           for r in self._pending)
-            fd = os.open(self.dir / LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-            try:
-                os.write(fd, data.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._log_lines += len(self._pending)
-            self._pending = []
-        if self._log_lines >= COMPACT_AT:
-            self.compact()
-
-    def compact(self) -> None:
+    def compact(self, gen: int) -> None:
+        """Every bucket at `gen`, then an empty log based on it."""
+        os.makedirs(self.dir, mode=0o750, exist_ok=True)
         for number in range(BUCKETS):
-            blob = json.dumps({"inputs": self._inputs[number], "shas": self._shas[number]},
-                              separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-            atomic_write_bytes(self.dir / f"{number:02d}.json", blob)
-        atomic_write_bytes(self.dir / LOG, b"")
-        self._log_lines = 0
+            write_document(self.dir / bucket_name(number), BUCKET_FORMAT, VERSION,
+                           {"gen": gen, "inputs": self._inputs[number], "shas": self._shas[number]})
+        atomic_write_bytes(self.dir / LOG, recordlog.encode({"format": LOG_FORMAT, "version": VERSION,
+                                                             "base": gen}))
+        self._logged = 0
+        self._fresh = False
+        self._changed_inputs, self._changed_shas = {}, {}
+
+
+def entry_json(entry: IndexEntry) -> str:
+    return json.dumps(entry)

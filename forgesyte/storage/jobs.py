@@ -1,37 +1,45 @@
-"""The job store: job records in TinyDB, and every status transition in one place.
+"""The job store: job records in TinyDB chunks, and every status transition in one place.
 
 Lifecycle (the only legal moves, enforced by `_transition`):
 
     pending --claim--> running --complete--> completed
                          |  \\--fail-------> failed --retry--> pending
                          \\--requeue--> pending    (clean stop or crash recovery)
-    pending --fail--> failed                       (input vanished, original failed)
+    pending --fail--> failed                       (input vanished, original failed, cancel)
     pending --complete--> completed                (duplicate reusing a result)
 
-Layout (docs/storage.md has the reasoning):
+Layout (docs/storage.md has the reasoning; chunks.py, journal.py, index.py):
 
-    <state>/jobs.json     the active TinyDB: pending and running jobs, the last
-                          few hundred finished ones, and the generation number
-    <state>/archive/      finished jobs sealed into immutable segments + manifest
-    <state>/index/        input key -> newest archived job; sha256 -> original
+    <state>/jobs/manifest.json    the chunks, the open journal, counts, the id floor
+    <state>/jobs/<id>.<gen>.json  TinyDB chunks of up to 250 consecutive jobs (all statuses)
+    <state>/jobs/journal.<gen>.log  one checksummed record per flush: the jobs that changed
+    <state>/index/                input key -> newest job; sha256 -> first job (derived)
+    <state>/events/               the transition event log (events.py)
 
-Every write replaces a whole file atomically, and the active file is bounded,
-so the cost per job does not grow with the history. The writer (the daemon,
-or a CLI command holding the state lock) batches: transitions change memory
-and reach the disk on `flush()`. Readers open a snapshot of the active file
-and load only the segments a query needs.
+A flush appends the jobs that changed to the journal, so its cost does not
+depend on how many jobs are pending or on record; a checkpoint (when the
+journal reaches JOURNAL_LIMIT) folds the journal into new chunk files and a
+new manifest. Readers take the manifest, the journal on top of it, and only
+the chunks a query needs. Every record carries `rev`, bumped by every
+transition, so the newest version of a job can be told from any older copy
+(a results document, a chunk a crash left behind). Opening for writing goes
+through recovery.py, the one place that decides what a damaged state means.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from forgesyte.storage.archive import SEGMENT_SIZE, Archive, visible
+from forgesyte.storage import chunks, journal
+from forgesyte.storage.chunks import CHUNK_SIZE, PRUNED, Manifest
+from forgesyte.storage.errors import StateDamaged
+from forgesyte.storage.events import EventLog, event_of
 from forgesyte.storage.ids import JobIds, utc_now
-from forgesyte.storage.index import Index, lookup_input
-from forgesyte.storage.tinystore import open_tinydb
+from forgesyte.storage.index import IndexDamaged, lookup_input
 
 PENDING, RUNNING, COMPLETED, FAILED = "pending", "running", "completed", "failed"
 STATUSES = (PENDING, RUNNING, COMPLETED, FAILED)
@@ -46,8 +54,12 @@ _ALLOWED = {
     "resettle": ({PENDING, RUNNING}, PENDING),
 }
 
-DB_NAME = "jobs.json"
+JOURNAL_LIMIT = 1 << 20  # bytes of journal that trigger a checkpoint (readers parse it all)
+MAX_DIRTY_CHUNKS = 32  # ... or this many chunks touched since the last one
+CACHE_CHUNKS = 8
+INTERNAL_FIELDS = ("mtime_ns", "run")
 T = TypeVar("T")
+log = logging.getLogger("forgesyte.storage")
 
 
 class JobNotFound(LookupError):
@@ -55,267 +67,289 @@ class JobNotFound(LookupError):
 
 
 class AmbiguousJob(LookupError):
-    pass
+    def __init__(self, message: str, candidates: list[str]):
+        super().__init__(message)
+        self.candidates = candidates
 
 
 class IllegalTransition(ValueError):
     pass
 
 
+class _Stale(Exception):
+    """A reader's snapshot names a file the writer has since replaced."""
+
+
+def _status_counts(counts: dict[str, int]) -> dict[str, int]:
+    return {status: int(counts.get(status, 0)) for status in STATUSES}
+
+
 class JobStore:
     """Job records and their transitions.
 
     `readonly=True` (the CLI's reads): a snapshot; never writes.
-    Otherwise the caller must hold the state lock. `autoflush` (default on)
+    Otherwise the caller must hold the state lock; opening repairs what a crash
+    left behind (recovery.py) or raises StateDamaged. `autoflush` (default on)
     writes after every change; the daemon turns it off and calls `flush()`
     once per loop turn.
     """
 
     def __init__(self, state_dir: Path | str, readonly: bool = False, autoflush: bool = True):
         self.state_dir = Path(state_dir)
-        self.path = self.state_dir / DB_NAME
         self.readonly = readonly
         self.autoflush = autoflush and not readonly
-        self.archive = Archive(self.state_dir)
-        self._ids = JobIds()
-        self._segment_cache: dict[str, list[dict[str, Any]]] = {}
-        self._obsolete: list[str] = []  # replaced segment files, removed after the next flush
-        self._manifest_dirty = False
-        self._open()
-        if not readonly:
-            self._recover_archive()
-            self.index = Index(self.state_dir)
-            self._active_sha: dict[str, str] = {}
-            for doc in self._jobs.all():
-                self._remember_sha(doc)
+        self._cache: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
+        if readonly:
+            self._load_snapshot()
+            return
+        from forgesyte.storage.recovery import open_writer
 
-    def _open(self) -> None:
-        self._db, self._snapshot = open_tinydb(self.path, readonly=self.readonly)
-        self._jobs = self._db.table("jobs", cache_size=0)
-        self._meta = self._db.table("meta", cache_size=0)
-        meta = self._meta.all()
-        self._gen: int = meta[0]["gen"] if meta else 0
-        self._all_entries = self.archive.read_manifest()
-        self._entries = [e for e in self._all_entries if visible(e, self._gen)]
-        self._by_id: dict[str, int] = {}
-        self._active_latest: dict[str, str] = {}
-        for doc in self._jobs.all():
-            self._index_active(doc.doc_id, doc)
+        opened = open_writer(self.state_dir)
+        self._manifest: Manifest = opened.manifest
+        self._overlay: dict[str, dict[str, Any]] = opened.overlay
+        self._counts = _status_counts(opened.counts)
+        self._seq = opened.seq
+        self._journal_size = opened.journal_size
+        self.index = opened.index
+        self._ids = JobIds(opened.floor)
+        self._unflushed: dict[str, None] = {}
+        self._events = EventLog(self.state_dir)
+        self._next_checkpoint_try = 0.0
 
-    def _index_active(self, doc_id: int, job: dict[str, Any]) -> None:
-        self._by_id[job["id"]] = doc_id
-        latest = self._active_latest.get(job["input"])
-        if latest is None or latest < job["id"]:
-            self._active_latest[job["input"]] = job["id"]
+    # -- snapshots (readers) -------------------------------------------------------
+    def _load_snapshot(self) -> None:
+        from forgesyte.storage.recovery import read_snapshot
 
-    def _remember_sha(self, job: dict[str, Any]) -> None:
-        if job.get("sha256") and not job.get("duplicate_of"):
-            first = self._active_sha.get(job["sha256"])
-            if first is None or job["id"] < first:
-                self._active_sha[job["sha256"]] = job["id"]
-
-    def _recover_archive(self) -> None:
-        """Writer at open: undo what a crash left half-done, so every entry is plain again.
-
-        Entries newer than the active file's generation belong to a flush whose
-        active write never happened (their jobs are still active): drop them.
-        Retirements newer than it did not happen either: undo them. Retired
-        entries older than it are garbage, as are files no entry names.
-        """
-        keep, changed = [], False
-        for entry in self._all_entries:
-            if entry["gen"] > self._gen:
-                self.archive.remove_segment(entry["name"])
-                changed = True
-                continue
-            if entry.get("retired") is not None:
-                if entry["retired"] > self._gen:
-                    entry["retired"] = None
-                else:
-                    self.archive.remove_segment(entry["name"])
-                    changed = True
-                    continue
-                changed = True
-            keep.append(entry)
-        for name in self.archive.segment_names_on_disk() - {e["name"] for e in keep}:
-            self.archive.remove_segment(name)
-        if changed:
-            self.archive.write_manifest(keep)
-        self._all_entries = keep
-        self._entries = list(keep)
+        snap = read_snapshot(self.state_dir)
+        self._manifest = snap.manifest
+        self._overlay = snap.overlay
+        self._counts = _status_counts(snap.counts)
+        self._cache.clear()
 
     def reload(self) -> None:
-        """Readers: take a fresh snapshot (e.g. a segment was replaced under us)."""
-        self._segment_cache.clear()
-        self._open()
+        """Readers: take a fresh snapshot (e.g. a chunk was replaced under us)."""
+        if self.readonly:
+            self._load_snapshot()
+
+    def _retrying(self, query: Callable[[], T]) -> T:
+        """A reader's snapshot may name a file the writer has just replaced: re-snapshot."""
+        for _ in range(5):
+            try:
+                return query()
+            except _Stale:
+                time.sleep(0.02)
+                self.reload()
+        try:
+            return query()
+        except _Stale as stale:
+            raise StateDamaged(str(stale), "is named by the manifest but missing") from None
 
     def close(self) -> None:
         if not self.readonly:
             self.flush()
-        self._db.close()
 
-    # -- reading segments -----------------------------------------------------
-    def _manifest(self) -> list[dict[str, Any]]:
-        return list(self._entries)
-
-    def _segment(self, name: str) -> list[dict[str, Any]]:
-        jobs = self._segment_cache.get(name)
-        if jobs is None:
-            jobs = self.archive.read_segment(name)
-            if len(self._segment_cache) > 16:
-                self._segment_cache.clear()
-            self._segment_cache[name] = jobs
-        return jobs
-
-    def _retrying(self, query: Callable[[], T]) -> T:
-        """A reader's snapshot may name a segment the writer has just replaced: re-snapshot."""
-        for _ in range(5):
+    # -- chunks ----------------------------------------------------------------------
+    def _chunk(self, index: int) -> dict[str, dict[str, Any]]:
+        entry = self._manifest.chunks[index]
+        records = self._cache.get(entry["name"])
+        if records is None:
             try:
-                return query()
+                records = chunks.read_chunk(self.state_dir, entry)
             except FileNotFoundError:
-                if not self.readonly:
-                    raise
-                time.sleep(0.02)
-                self.reload()
-        return query()
+                if self.readonly:
+                    raise _Stale(chunks.rel(entry["name"])) from None
+                raise StateDamaged(chunks.rel(entry["name"]), "is named by the manifest but missing") from None
+            self._cache[entry["name"]] = records
+            while len(self._cache) > CACHE_CHUNKS:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(entry["name"])
+        return records
 
-    def _archived(self, job_id: str) -> dict[str, Any] | None:
-        def find():
-            for entry in self._manifest():
-                if entry["min_id"] <= job_id <= entry["max_id"]:
-                    for job in self._segment(entry["name"]):
-                        if job["id"] == job_id:
-                            return dict(job)
-            return None
-        return self._retrying(find)
+    def _stored(self, job_id: str) -> dict[str, Any] | None:
+        """The record as it stands (tombstones included), or None."""
+        record = self._overlay.get(job_id)
+        if record is not None:
+            return record
+        index = self._manifest.chunk_index(job_id)
+        return None if index is None else self._chunk(index).get(job_id)
 
-    # -- reads -------------------------------------------------------------
+    def _partition(self, index: int) -> dict[str, dict[str, Any]]:
+        """Every record chunk `index` holds, with the journal on top."""
+        low, high = self._manifest.bounds(index)
+        merged = dict(self._chunk(index))
+        for job_id, record in self._overlay.items():
+            if (low is None or job_id >= low) and (high is None or job_id < high):
+                merged[job_id] = record
+        return merged
+
+    def _partitions(self, newest_first: bool, wanted: set[str] | None = None
+                    ) -> Iterator[list[dict[str, Any]]]:
+        """Live records chunk by chunk (sorted by id within each), skipping chunks that
+        hold no job in `wanted` statuses (by the manifest's counts and the journal)."""
+        order = range(len(self._manifest.chunks))
+        if not self._manifest.chunks:
+            records = [r for r in self._overlay.values() if r.get("status") != PRUNED]
+            yield sorted(records, key=lambda r: r["id"], reverse=newest_first)
+            return
+        overlay_hits: set[int] = set()
+        if wanted is not None:
+            for record in self._overlay.values():
+                if record.get("status") in wanted:
+                    overlay_hits.add(self._manifest.chunk_index(record["id"]))
+        for index in (reversed(order) if newest_first else order):
+            if wanted is not None and index not in overlay_hits and not any(
+                    self._manifest.chunks[index]["counts"].get(s) for s in wanted):
+                continue
+            records = [r for r in self._partition(index).values() if r.get("status") != PRUNED]
+            yield sorted(records, key=lambda r: r["id"], reverse=newest_first)
+
+    # -- reads -------------------------------------------------------------------------
     def get(self, job_id: str) -> dict[str, Any]:
-        doc_id = self._by_id.get(job_id)
-        if doc_id is not None:
-            return dict(self._jobs.get(doc_id=doc_id))
-        job = self._archived(job_id)
-        if job is None:
+        record = self._retrying(lambda: self._stored(job_id))
+        if record is None or record.get("status") == PRUNED:
             raise JobNotFound(f"No job has the id {job_id!r}.")
-        return job
+        return dict(record)
 
     def is_active(self, job_id: str) -> bool:
-        return job_id in self._by_id
+        """Pending or running (the jobs the daemon still has work for)."""
+        record = self._retrying(lambda: self._stored(job_id))
+        return record is not None and record.get("status") in (PENDING, RUNNING)
 
     def status_of(self, job_id: str) -> str:
         return self.get(job_id)["status"]
-
-    def _archived_entry(self, input_key: str) -> list | None:
-        """The index entry: in memory for the writer, one small bucket file for readers."""
-        if self.readonly:
-            return lookup_input(self.state_dir, input_key)
-        return self.index.entry(input_key)
 
     def resolve(self, ref: str) -> dict[str, Any]:
         """A job by id, unique id prefix, or input key (newest job for that input)."""
         if not ref:
             raise JobNotFound("No job matches an empty reference.")
-        if ref in self._by_id:
-            return self.get(ref)
-        archived = self._archived(ref) if len(ref) == 16 else None
-        if archived is not None:
-            return archived
+        record = self._retrying(lambda: self._stored(ref))
+        if record is not None and record.get("status") != PRUNED:
+            return dict(record)
         latest = self.latest_for_input(ref)
         if latest is not None:
             newest = latest["id"]
-            try:
-                return self.get(newest)
-            except JobNotFound:
-                raise JobNotFound(f"The newest job for {ref!r} ({newest}) was pruned.") from None
+            stored = self._retrying(lambda: self._stored(newest))
+            if stored is None and self.readonly:  # the index is ahead of our snapshot
+                self.reload()
+                stored = self._retrying(lambda: self._stored(newest))
+            if stored is not None and stored.get("status") != PRUNED:
+                return dict(stored)
+            if stored is not None:
+                raise JobNotFound(f"The newest job for {ref!r} ({newest}) was pruned.")
+            raise JobNotFound(f"The newest job for {ref!r} ({newest}) has no record; "
+                              "run `forgesyte fsck`.")
         matches = self._retrying(lambda: self._prefix_matches(ref))
         if len(matches) == 1:
             return self.get(matches[0])
         if len(matches) > 1:
-            raise AmbiguousJob(f"{ref!r} matches {len(matches)} jobs; give more of the id.")
+            raise AmbiguousJob(f"{ref!r} matches {len(matches)} jobs; give more of the id.", matches)
         raise JobNotFound(f"No job matches {ref!r} (by id, id prefix or input path).")
 
     def _prefix_matches(self, prefix: str) -> list[str]:
-        matches = {job_id for job_id in self._by_id if job_id.startswith(prefix)}
         upper = prefix + "~"  # '~' sorts after every id character
-        for entry in self._manifest():
-            if entry["max_id"] >= prefix and entry["min_id"] <= upper:
-                matches.update(j["id"] for j in self._segment(entry["name"]) if j["id"].startswith(prefix))
+        matches = {i for i, r in self._overlay.items() if i.startswith(prefix) and r.get("status") != PRUNED}
+        for index in range(len(self._manifest.chunks)):
+            low, high = self._manifest.bounds(index)
+            if (high is not None and high < prefix) or (low is not None and low > upper):
+                continue
+            matches.update(i for i, r in self._chunk(index).items()
+                           if i.startswith(prefix) and i not in self._overlay and r.get("status") != PRUNED)
         return sorted(matches)
 
     def latest_for_input(self, input_key: str) -> dict[str, Any] | None:
-        """Facts of the newest job for this input: id, size, mtime_ns, sha256."""
-        active_id = self._active_latest.get(input_key)
-        entry = self._archived_entry(input_key)
-        if active_id and (not entry or active_id > entry[0]):
-            job = self.get(active_id)
-            return {"id": job["id"], "size": job["size"], "mtime_ns": job.get("mtime_ns", 0),
-                    "sha256": job["sha256"]}
-        if entry:
-            return {"id": entry[0], "size": entry[1], "mtime_ns": entry[2], "sha256": entry[3]}
-        return None
+        """Facts of the newest job for this input (by creation order): id, size, mtime_ns,
+        sha256. Pruned jobs count: their input is known content."""
+        if not self.readonly:
+            entry = self.index.entry(input_key)
+        else:
+            entry = self._reader_entry(input_key)
+        if entry is None:
+            return None
+        return {"id": entry[0], "size": entry[1], "mtime_ns": entry[2], "sha256": entry[3]}
+
+    def _reader_entry(self, input_key: str) -> list | None:
+        try:
+            entry = lookup_input(self.state_dir, input_key)
+        except IndexDamaged as exc:
+            log.warning("%s Answering from the job records instead (slower).", exc)
+            entry = None
+            for part in self._retrying(lambda: list(self._all_records())):
+                if part["input"] == input_key and (entry is None or part["id"] > entry[0]):
+                    entry = [part["id"], part.get("size", 0), part.get("mtime_ns", 0), part.get("sha256")]
+            return entry
+        for record in self._overlay.values():  # the journal is newer than the index
+            if record["input"] == input_key and (entry is None or record["id"] >= entry[0]):
+                entry = [record["id"], record.get("size", 0), record.get("mtime_ns", 0), record.get("sha256")]
+        return entry
+
+    def _all_records(self) -> Iterator[dict[str, Any]]:
+        """Every record, tombstones included (for rebuilding derived data)."""
+        if not self._manifest.chunks:
+            yield from self._overlay.values()
+            return
+        for index in range(len(self._manifest.chunks)):
+            yield from self._partition(index).values()
 
     def first_with_sha(self, sha256: str) -> dict[str, Any] | None:
         """The earliest non-duplicate job with this content, if its record still exists."""
-        candidates = [i for i in (self._active_sha.get(sha256), self.index.original(sha256)) if i]
-        for job_id in sorted(candidates):
-            try:
-                return self.get(job_id)
-            except JobNotFound:
-                continue
-        return None
+        job_id = self.index.original(sha256)
+        if job_id is None:
+            return None
+        record = self._stored(job_id)
+        if record is None or record.get("status") == PRUNED or record.get("sha256") != sha256:
+            return None  # pruned, or resettled to other content since
+        return dict(record)
 
     def with_status(self, *statuses: str) -> list[dict[str, Any]]:
-        """Active jobs in these statuses (pending/running live only there), oldest first."""
+        """Jobs in these statuses, oldest first."""
         wanted = set(statuses)
-        jobs = [dict(doc) for doc in self._jobs.all() if doc["status"] in wanted]
-        jobs.sort(key=lambda job: job["id"])
-        return jobs
+
+        def query() -> list[dict[str, Any]]:
+            return [dict(r) for part in self._partitions(False, wanted) for r in part
+                    if r.get("status") in wanted]
+        return self._retrying(query)
 
     def counts(self) -> dict[str, int]:
-        counts = {status: 0 for status in STATUSES}
-        for doc in self._jobs.all():
-            counts[doc["status"]] += 1
-        for entry in self._entries:
-            for status, n in entry["counts"].items():
-                counts[status] += n
-        return counts
+        return dict(self._counts)
 
     def newest(self, limit: int | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        """Newest first, reading only as many segments as needed."""
-        def query():
-            found = [dict(d) for d in self._jobs.all() if status is None or d["status"] == status]
-            if status in (PENDING, RUNNING):
-                found.sort(key=lambda j: j["id"], reverse=True)
-                return found if limit is None else found[:limit]
-            segments = sorted(self._manifest(), key=lambda e: e["max_id"], reverse=True)
-            for entry in segments:
-                if limit is not None:
-                    found.sort(key=lambda j: j["id"], reverse=True)
-                    if len(found) >= limit and found[limit - 1]["id"] > entry["max_id"]:
-                        break
-                found.extend(j for j in self._segment(entry["name"]) if status is None or j["status"] == status)
-            found.sort(key=lambda j: j["id"], reverse=True)
+        """Newest first, reading only as many chunks as needed."""
+        def query() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            for part in self._partitions(True, {status} if status else None):
+                found.extend(dict(r) for r in part if status is None or r.get("status") == status)
+                if limit is not None and len(found) >= limit:
+                    break  # every later chunk holds only older ids
             return found if limit is None else found[:limit]
         return self._retrying(query)
 
     def all(self) -> list[dict[str, Any]]:
         return self.newest(None)
 
-    # -- writes ------------------------------------------------------------
-    def _changed(self) -> None:
-        if self.autoflush:
+    # -- writes ------------------------------------------------------------------------
+    def _writable(self) -> None:
+        if self.readonly:
+            raise PermissionError("This job store was opened read-only.")
+
+    def _put(self, record: dict[str, Any], old_status: str | None, event: bool = True,
+             flush: bool = True) -> None:
+        """The one way a record changes: memory now, the journal at the next flush."""
+        self._overlay[record["id"]] = record
+        self._unflushed[record["id"]] = None
+        if old_status != record["status"]:
+            if old_status in self._counts:
+                self._counts[old_status] -= 1
+            if record["status"] in self._counts:
+                self._counts[record["status"]] += 1
+        if event:
+            self._events.add(event_of(record, utc_now()))
+        if flush and self.autoflush:
             self.flush()
 
-    def create(
-        self,
-        input_key: str,
-        *,
-        size: int,
-        mtime_ns: int,
-        sha256: str,
-        plugins: Iterable[str],
-        duplicate_of: str | None = None,
-    ) -> dict[str, Any]:
+    def create(self, input_key: str, *, size: int, mtime_ns: int, sha256: str, plugins: Iterable[str],
+               duplicate_of: str | None = None) -> dict[str, Any]:
+        self._writable()
         job = {
             "id": self._ids.new(),
             "status": PENDING,
@@ -332,32 +366,25 @@ class JobStore:
             "created_at": utc_now(),
             "started_at": None,
             "finished_at": None,
+            "rev": 1,
         }
-        doc_id = self._jobs.insert(job)
-        self._index_active(doc_id, job)
-        self._remember_sha(job)
-        self._changed()
-        return job
+        self.index.note(job)
+        self._put(job, None)
+        return dict(job)
 
     def _transition(self, job_id: str, action: str, **fields: Any) -> dict[str, Any]:
+        self._writable()
         sources, target = _ALLOWED[action]
-        if job_id not in self._by_id:
-            if action == "retry":
-                self._unarchive(job_id)
-            else:
-                job = self.get(job_id)  # raises JobNotFound for unknown ids
-                raise IllegalTransition(f"Job {job_id} is {job['status']}; it cannot {action}.")
-        job = self.get(job_id)
+        job = self.get(job_id)  # raises JobNotFound for unknown ids
         if job["status"] not in sources:
             raise IllegalTransition(
                 f"Job {job_id} is {job['status']}; it cannot {action} "
                 f"(only a {' or '.join(sorted(sources))} job can)."
             )
-        fields["status"] = target
-        self._jobs.update(fields, doc_ids=[self._by_id[job_id]])
-        job.update(fields)
-        self._changed()
-        return job
+        old = job["status"]
+        job.update(fields, status=target, rev=job.get("rev", 0) + 1)
+        self._put(job, old, event=action != "resettle")
+        return dict(job)
 
     def claim(self, job_id: str) -> dict[str, Any]:
         job = self.get(job_id)
@@ -389,140 +416,179 @@ class JobStore:
             started_at=None, finished_at=None, retry_at=None,
         )
 
-    def resettle(
-        self, job_id: str, *, size: int, mtime_ns: int, sha256: str, duplicate_of: str | None
-    ) -> dict[str, Any]:
+    def resettle(self, job_id: str, *, size: int, mtime_ns: int, sha256: str,
+                 duplicate_of: str | None) -> dict[str, Any]:
         """The input changed before the job ran: same job, new content facts."""
-        job = self._transition(
-            job_id, "resettle", size=size, mtime_ns=mtime_ns, sha256=sha256,
-            duplicate_of=duplicate_of, progress=0,
-        )
-        self._remember_sha(job)
+        job = self._transition(job_id, "resettle", size=size, mtime_ns=mtime_ns, sha256=sha256,
+                               duplicate_of=duplicate_of, progress=0)
+        self.index.note(job)
         return job
 
-    def set_progress(self, job_id: str, progress: int) -> None:
-        doc_id = self._by_id.get(job_id)
-        if doc_id is not None:
-            self._jobs.update({"progress": max(0, min(100, int(progress)))}, doc_ids=[doc_id])
-            self._changed()
+    def set_progress(self, job_id: str, progress: int, plugin: str | None = None) -> None:
+        """A running job's progress (and the plugin it is in); not a transition."""
+        self._writable()
+        record = self._stored(job_id)
+        if record is None or record.get("status") != RUNNING:
+            return
+        changed = {"progress": max(0, min(100, int(progress)))}
+        if plugin is not None:
+            changed["plugin"] = plugin
+        if all(record.get(k) == v for k, v in changed.items()):
+            return
+        self._put({**record, **changed}, RUNNING, event=False)
 
     def touch_input(self, job_id: str, mtime_ns: int) -> None:
         """Same content, new mtime (a `touch`): remember it so scans need not re-hash."""
-        doc_id = self._by_id.get(job_id)
-        if doc_id is not None:
-            self._jobs.update({"mtime_ns": mtime_ns}, doc_ids=[doc_id])
-        else:
-            self.index.touch(self.get(job_id)["input"], job_id, mtime_ns)
-        self._changed()
-
-    # -- moving jobs between active and archive ----------------------------
-    def _unarchive(self, job_id: str) -> None:
-        """Bring an archived job back into the active file (for retry)."""
-        job = self._archived(job_id)
-        if job is None:
+        self._writable()
+        record = self._stored(job_id)
+        if record is None:
             raise JobNotFound(f"No job has the id {job_id!r}.")
-        for entry in self._manifest():
-            if entry["min_id"] <= job_id <= entry["max_id"]:
-                jobs = self._segment(entry["name"])
-                if any(j["id"] == job_id for j in jobs):
-                    self._replace_segment(entry, [j for j in jobs if j["id"] != job_id])
-                    break
-        doc_id = self._jobs.insert(job)
-        self._index_active(doc_id, job)
+        updated = {**record, "mtime_ns": mtime_ns}
+        self.index.note(updated)
+        self._put(updated, record["status"], event=False)
 
-    def _replace_segment(self, entry: dict[str, Any], keep: list[dict[str, Any]]) -> None:
-        """New file for the kept jobs (or none); the old one is retired at the next
-        generation and its file removed after the flush that makes it invisible."""
-        next_gen = self._gen + 1
-        for candidate in self._all_entries:
-            if candidate["name"] == entry["name"]:
-                candidate["retired"] = next_gen
-        self._entries = [e for e in self._entries if e["name"] != entry["name"]]
-        if keep:
-            new = self.archive.write_segment(keep, next_gen)
-            self._all_entries.append(new)
-            self._entries.append(new)
-        self._segment_cache.pop(entry["name"], None)
-        self._obsolete.append(entry["name"])
-        self._manifest_dirty = True
-
-    def _seal(self) -> None:
-        finished = sorted((d for d in self._jobs.all() if d["status"] in FINISHED), key=lambda d: d["id"])
-        while len(finished) >= SEGMENT_SIZE:
-            batch, finished = finished[:SEGMENT_SIZE], finished[SEGMENT_SIZE:]
-            jobs = [dict(d) for d in batch]
-            entry = self.archive.write_segment(jobs, self._gen + 1)
-            for job in jobs:
-                self.index.record(job)
-            self._jobs.remove(doc_ids=[d.doc_id for d in batch])
-            self._forget_active(jobs)
-            self._all_entries.append(entry)
-            self._entries.append(entry)
-            self._manifest_dirty = True
-
-    def _forget_active(self, jobs: list[dict[str, Any]]) -> None:
-        for job in jobs:
-            del self._by_id[job["id"]]
-            if self._active_latest.get(job["input"]) == job["id"]:
-                del self._active_latest[job["input"]]
-            if self._active_sha.get(job.get("sha256")) == job["id"]:
-                del self._active_sha[job["sha256"]]
-
+    # -- flush and checkpoint ------------------------------------------------------------
     def flush(self) -> bool:
-        """Write what changed, in the order that keeps every reader's snapshot whole:
-        new segments and index records, then the manifest, then the active file
-        (whose generation makes them visible), then remove retired files."""
-        if self.readonly or not (self._snapshot.dirty or self._manifest_dirty or self.index.dirty):
+        """Append what changed to the journal (one checksummed record, fsync'd), then the
+        events; checkpoint when the journal is long enough. OSError (a full disk): nothing
+        of this flush counts, and the next flush tries again with everything."""
+        if self.readonly or not (self._unflushed or self._events.dirty):
             return False
-        self._seal()
-        self.index.flush()
-        manifest_changed = self._manifest_dirty
-        if manifest_changed:
-            self._gen += 1
-            self.archive.write_manifest(self._all_entries)
-            if self._meta.all():
-                self._meta.update({"gen": self._gen})
-            else:
-                self._meta.insert({"gen": self._gen})
-            self._manifest_dirty = False
-        self._snapshot.flush()
-        if manifest_changed:
-            for name in self._obsolete:
-                self.archive.remove_segment(name)
-            self._obsolete.clear()
-            self._all_entries = [e for e in self._all_entries if e.get("retired") is None]
+        if self._unflushed:
+            batch = {"seq": self._seq + 1, "put": [self._overlay[i] for i in self._unflushed],
+                     "counts": self._counts, "floor": self._ids.floor}
+            path = chunks.jobs_dir(self.state_dir) / self._manifest.journal
+            self._journal_size = journal.append(path, batch)
+            self._seq += 1
+            self._unflushed.clear()
+        try:
+            self._events.flush()
+        except OSError as exc:  # history only; kept in memory and tried again next flush
+            log.warning("could not append to the event log (%s); will retry", exc)
+        if self._checkpoint_due():
+            try:
+                self.checkpoint()
+            except OSError as exc:
+                self._next_checkpoint_try = time.monotonic() + 5.0
+                log.warning("checkpoint of the job store failed (%s); the journal keeps every "
+                            "change, will retry", exc)
         return True
 
-    # -- retention -----------------------------------------------------------
-    def prune(self, cutoff: str) -> list[dict[str, Any]]:
-        """Remove completed/failed records that finished before `cutoff` (ISO UTC).
+    def _checkpoint_due(self) -> bool:
+        if time.monotonic() < self._next_checkpoint_try:
+            return False
+        if self._journal_size >= JOURNAL_LIMIT:
+            return True
+        if len(self._overlay) < MAX_DIRTY_CHUNKS:
+            return False
+        touched = {self._manifest.chunk_index(i) for i in self._overlay}
+        return len(touched) >= MAX_DIRTY_CHUNKS
 
-        Returns the removed records (so the caller can remove their outputs).
-        The input index keeps its facts, so a pruned input still in the inbox
-        is not taken again.
+    def checkpoint(self) -> None:
+        """Fold the journal into new chunk files and commit them with a new manifest.
+
+        Order: chunks, index changes, a new (empty) journal, then the manifest, whose
+        atomic replacement is the commit; only then are the files it retired removed.
+        A crash or an error before the commit leaves the old manifest, chunks and
+        journal untouched (the new files are removed, or found and removed at open)."""
+        self._writable()
+        if self._unflushed:
+            raise RuntimeError("checkpoint() with unflushed changes; call flush()")
+        old = self._manifest
+        gen = old.gen + 1
+        touched: dict[int | None, list[dict[str, Any]]] = {}
+        for job_id, record in self._overlay.items():
+            touched.setdefault(old.chunk_index(job_id), []).append(record)
+        entries = list(old.chunks)
+        written: list[str] = []
+        retired: list[str] = []
+        replaced: dict[int, list[dict[str, Any]]] = {}
+        try:
+            for index, records in sorted(touched.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
+                merged = dict(self._chunk(index)) if index is not None else {}
+                merged.update((r["id"], r) for r in records)
+                ordered = sorted(merged.values(), key=lambda r: r["id"])
+                pieces = [ordered[i:i + CHUNK_SIZE] for i in range(0, len(ordered), CHUNK_SIZE)]
+                if index is not None and len(ordered) <= 2 * CHUNK_SIZE and index + 1 < len(entries):
+                    pieces = [ordered]  # an old chunk keeps its range; only the last one splits
+                new_entries = []
+                for number, piece in enumerate(pieces):
+                    min_id = entries[index]["min_id"] if (index is not None and number == 0) else None
+                    entry = chunks.write_chunk(self.state_dir, piece, gen, min_id)
+                    written.append(entry["name"])
+                    new_entries.append(entry)
+                if index is not None:
+                    retired.append(entries[index]["name"])
+                replaced[-1 if index is None else index] = new_entries
+            self.index.checkpoint(gen)
+            new_journal = chunks.journal_name(gen)
+            size = journal.create(chunks.jobs_dir(self.state_dir) / new_journal, gen)
+            written.append(new_journal)
+            final: list[dict[str, Any]] = list(replaced.get(-1, []))
+            for index, entry in enumerate(entries):
+                final.extend(replaced.get(index, [entry]))
+            final.sort(key=lambda e: e["min_id"])
+            manifest = Manifest(gen=gen, seq=self._seq, floor=self._ids.floor, journal=new_journal,
+                                chunks=final, retired=retired + [old.journal], counts=dict(self._counts))
+            chunks.write_manifest(self.state_dir, manifest)
+        except BaseException:
+            for name in written:
+                _remove(chunks.jobs_dir(self.state_dir) / name)
+            raise
+        self._manifest = manifest
+        self._journal_size = size
+        self._overlay = {}
+        for name in retired:
+            self._cache.pop(name, None)
+        for name in manifest.retired:
+            _remove(chunks.jobs_dir(self.state_dir) / name)
+
+    # -- retention -------------------------------------------------------------------------
+    def prune(self, cutoff: str, dry_run: bool = False) -> list[dict[str, Any]]:
+        """Completed/failed records that finished before `cutoff` (ISO UTC), oldest first.
+
+        Returns them (so the caller can remove their outputs); with `dry_run`, only
+        says which they would be. Each pruned job leaves a tombstone with its input
+        and content facts, so a pruned input still in the inbox is not taken again
+        and the index can always be rebuilt from the records.
         """
-        removed: list[dict[str, Any]] = []
-        old_active = [d for d in self._jobs.all()
-                      if d["status"] in FINISHED and (d["finished_at"] or "") < cutoff]
-        removed.extend(dict(d) for d in old_active)
-        if old_active:
-            for d in old_active:
-                self.index.record(dict(d))  # the index remembers the input, so it is not taken again
-            self._jobs.remove(doc_ids=[d.doc_id for d in old_active])
-            self._forget_active([dict(d) for d in old_active])
-        for entry in self._manifest():
-            if entry["oldest_finish"] >= cutoff:
-                continue
-            jobs = self._segment(entry["name"])
-            keep = [j for j in jobs if (j["finished_at"] or "") >= cutoff]
-            if len(keep) != len(jobs):
-                removed.extend(j for j in jobs if (j["finished_at"] or "") < cutoff)
-                self._replace_segment(entry, keep)
-        self._changed()
+        def query() -> list[dict[str, Any]]:
+            found = []
+            for index in range(len(self._manifest.chunks) or 1):
+                if self._manifest.chunks:
+                    oldest = self._manifest.chunks[index].get("oldest_finish")
+                    low, high = self._manifest.bounds(index)
+                    in_overlay = any((low is None or i >= low) and (high is None or i < high)
+                                     for i in self._overlay)
+                    if (oldest is None or oldest >= cutoff) and not in_overlay:
+                        continue
+                    records = self._partition(index).values()
+                else:
+                    records = self._overlay.values()
+                found.extend(dict(r) for r in records
+                             if r.get("status") in FINISHED and (r.get("finished_at") or "") < cutoff)
+            return sorted(found, key=lambda r: r["id"])
+        removed = self._retrying(query)
+        if dry_run:
+            return removed
+        self._writable()
+        for job in removed:
+            stub = {k: job.get(k) for k in ("id", "input", "size", "mtime_ns", "sha256", "duplicate_of",
+                                            "created_at", "finished_at")}
+            stub.update(status=PRUNED, rev=job.get("rev", 0) + 1)
+            self._put(stub, job["status"], event=False, flush=False)
+        if removed and self.autoflush:
+            self.flush()
         return removed
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def public_record(job: dict[str, Any]) -> dict[str, Any]:
     """The contract's job record (internal bookkeeping fields left out)."""
-    return {k: v for k, v in job.items() if k not in ("mtime_ns", "run")}
-
+    return {k: v for k, v in job.items() if k not in INTERNAL_FIELDS}

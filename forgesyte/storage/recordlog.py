@@ -2,9 +2,14 @@
 
 One record a line: ``<crc32 of the JSON, 8 hex digits> <JSON>\\n``. A reader
 trusts a line only when its checksum matches; a torn or short tail (a crash
-or a full disk mid-append) shows up as a bad last line and is cut, never
-trusted. Appends check that every byte was written (short writes, ENOSPC)
-before they count, and are fsync'd.
+or a full disk mid-append) shows up as bad bytes after the last good record
+and is cut, never trusted. Appends check that every byte was written (short
+writes, ENOSPC) before they count, and are fsync'd; a failed append cuts the
+file back to where it was, so it leaves no partial record behind.
+
+The first record of every log ForgeSyte writes is a header naming its format
+and version (`header`, `check_header`), so a log from another version is
+refused rather than guessed at.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from forgesyte.storage.atomic import ShortWrite, write_all
+from forgesyte.storage.errors import StateDamaged, UnknownFormat
 
-class ShortWrite(OSError):
-    """Fewer bytes reached the file than were written (a full disk, a quota)."""
+__all__ = ["ShortWrite", "append", "check_header", "decode", "encode", "read", "scan", "scan_all"]
 
 
 def encode(record: dict[str, Any]) -> bytes:
@@ -39,16 +46,6 @@ def decode(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def write_all(fd: int, data: bytes) -> None:
-    """os.write until everything is written; a write that makes no progress raises."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:
-            raise ShortWrite(28, "No space left on device (short write)")
-        view = view[written:]
-
-
 def append(path: Path | str, records: list[dict[str, Any]], mode: int = 0o640) -> int:
     """Append records durably; returns the file's new size. On any error the file is
     cut back to its old size, so a failed append leaves no partial record behind."""
@@ -61,6 +58,8 @@ def append(path: Path | str, records: list[dict[str, Any]], mode: int = 0o640) -
         try:
             write_all(fd, data)
             os.fsync(fd)
+            if os.fstat(fd).st_size != size + len(data):
+                raise ShortWrite()
         except OSError:
             try:
                 os.ftruncate(fd, size)
@@ -81,14 +80,12 @@ def scan(path: Path | str, offset: int = 0) -> Iterator[tuple[int, dict[str, Any
             data = fh.read()
     except FileNotFoundError:
         return
-    position = offset
     start = 0
     while True:
         end = data.find(b"\n", start)
         if end < 0:
             return
-        position = offset + end + 1
-        yield position, decode(data[start:end])
+        yield offset + end + 1, decode(data[start:end])
         start = end + 1
 
 
@@ -106,3 +103,50 @@ def read(path: Path | str) -> tuple[list[dict[str, Any]], int, int]:
     except FileNotFoundError:
         size = 0
     return records, good_end, size
+
+
+@dataclass
+class Scan:
+    """Everything about one log: its verified records and where it is damaged."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    damaged_lines: list[int] = field(default_factory=list)  # 1-based numbers of lines that do not verify
+    good_end: int = 0  # offset just after the last verified record
+    size: int = 0
+    damaged_inside: bool = False  # a bad line with a good record after it: not a torn tail
+
+    @property
+    def torn_tail(self) -> bool:
+        """Bytes after the last good record that are not a good record (a crash mid-append)."""
+        return self.size > self.good_end and not self.damaged_inside
+
+
+def scan_all(raw: bytes) -> Scan:
+    """Verify every line of a log's bytes."""
+    result = Scan(size=len(raw))
+    start, number = 0, 0
+    while start < len(raw):
+        end = raw.find(b"\n", start)
+        number += 1
+        if end < 0:  # an incomplete last line
+            result.damaged_lines.append(number)
+            break
+        record = decode(raw[start:end])
+        if record is None:
+            result.damaged_lines.append(number)
+        else:
+            if result.damaged_lines:
+                result.damaged_inside = True
+            result.records.append(record)
+            result.good_end = end + 1
+        start = end + 1
+    return result
+
+
+def check_header(name: str, record: dict[str, Any] | None, fmt: str, version: int) -> None:
+    """The first record must name this format and a version we read."""
+    if record is None or record.get("format") != fmt:
+        raise StateDamaged(name, "does not start with its ForgeSyte header")
+    if record.get("version") != version:
+        raise UnknownFormat(name, f"has format version {record.get('version')!r} and this ForgeSyte "
+                            f"reads version {version}")

@@ -1,0 +1,456 @@
+"""Recovery, in one place: what every state file should be, what a damaged one means,
+and what may be done about it without losing anything.
+
+`inspect` verifies every state file and returns findings, each naming its file
+(relative to the state folder). Each finding is one of:
+
+* auto: repairing it provably loses nothing, so the writer does it at open:
+  a torn journal tail is cut (a flush that never completed; the bytes go to
+  quarantine), derived data (the index) is rebuilt, files a committed manifest
+  retired and temp files of interrupted writes are removed, files of a
+  checkpoint that never committed are removed once every record in them is
+  found, equal, in the committed state (otherwise they go to quarantine).
+* blocking: the truth itself is damaged or missing (manifest, a chunk, the
+  journal): carrying on could lose records or make a second job for an
+  input. `JobStore` refuses to open for writing (`run` exits 3) and
+  `forgesyte fsck --repair` rebuilds (rebuild.py).
+* notice: worth saying, nothing to repair (e.g. a results document missing).
+
+Nothing here deletes a file because another one looks older or missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forgesyte.storage import chunks, journal, recordlog
+from forgesyte.storage.atomic import TMP_SUFFIX, fsync_dir
+from forgesyte.storage.chunks import JOBS_DIR, MANIFEST, Manifest
+from forgesyte.storage.errors import StateDamaged, StateError, UnknownFormat
+from forgesyte.storage.events import CURRENT as EVENTS_CURRENT
+from forgesyte.storage.events import EVENTS_DIR, PREVIOUS as EVENTS_PREVIOUS
+from forgesyte.storage.events import FORMAT as EVENTS_FORMAT
+from forgesyte.storage.events import VERSION as EVENTS_VERSION
+from forgesyte.storage.ids import utc_now
+from forgesyte.storage.index import INDEX_DIR, Index, IndexDamaged
+
+log = logging.getLogger("forgesyte.storage")
+
+QUARANTINE_DIR = "quarantine"
+V1_FILE = "jobs.json"  # the layout before format versions: migrate.py converts it
+AUTO, BLOCKING, NOTICE = "auto", "blocking", "notice"
+
+
+@dataclass
+class Finding:
+    name: str  # the file, relative to the state folder
+    problem: str  # a few words: "is damaged (checksum mismatch)"
+    kind: str  # AUTO, BLOCKING or NOTICE
+    action: str = ""  # what a repair does about it
+
+    def sentence(self) -> str:
+        return f"{self.name} {self.problem}" + (f" ({self.action})" if self.action else "") + "."
+
+    def as_json(self) -> dict[str, Any]:
+        return {"file": self.name, "problem": self.problem, "kind": self.kind, "repair": self.action or None}
+
+
+@dataclass
+class Snapshot:
+    manifest: Manifest
+    overlay: dict[str, dict[str, Any]]
+    counts: dict[str, int]
+    seq: int = 0
+    floor: str | None = None
+    journal: journal.Journal | None = None
+
+
+@dataclass
+class Opened(Snapshot):
+    journal_size: int = 0
+    index: Index | None = None
+
+
+@dataclass
+class Inspection:
+    findings: list[Finding] = field(default_factory=list)
+    snapshot: Snapshot | None = None  # the committed state, when manifest and journal read
+    fresh: bool = False  # no state at all yet
+
+    def add(self, name: str, problem: str, kind: str, action: str = "") -> None:
+        self.findings.append(Finding(name, problem, kind, action))
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if f.kind == BLOCKING]
+
+
+# -- reading the committed state -------------------------------------------------------------
+def _journal_path(state_dir: Path, manifest: Manifest) -> Path:
+    return chunks.jobs_dir(state_dir) / manifest.journal
+
+
+def _snapshot(manifest: Manifest, jnl: journal.Journal) -> Snapshot:
+    last = jnl.batches[-1] if jnl.batches else None
+    floor = manifest.floor
+    overlay = jnl.overlay
+    for candidate in [last.get("floor") if last else None, *overlay]:
+        if candidate and (floor is None or candidate > floor):
+            floor = candidate
+    return Snapshot(manifest, overlay, dict(last["counts"]) if last else dict(manifest.counts),
+                    last["seq"] if last else manifest.seq, floor, jnl)
+
+
+def _no_manifest(state_dir: Path) -> None:
+    """No manifest: a new state, an older format, or a lost manifest (raises for the last two)."""
+    if (state_dir / V1_FILE).exists():
+        raise UnknownFormat(V1_FILE, "is in the format of an earlier ForgeSyte (before format versions)")
+    folder = chunks.jobs_dir(state_dir)
+    try:
+        names = [n for n in os.listdir(folder) if not n.startswith(".")]
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if names:
+        raise StateDamaged(chunks.rel(MANIFEST), "is missing while the jobs folder holds "
+                           f"{len(names)} files")
+
+
+def read_snapshot(state_dir: Path) -> Snapshot:
+    """A reader's consistent view: the manifest and the journal that continues it.
+    A torn journal tail is ignored (the writer cuts it at its next open)."""
+    for _attempt in range(5):
+        manifest = chunks.read_manifest(state_dir)
+        if manifest is None:
+            _no_manifest(state_dir)
+            return Snapshot(Manifest(), {}, {})
+        name = chunks.rel(manifest.journal)
+        try:
+            jnl = journal.read(_journal_path(state_dir, manifest), name, manifest.gen)
+        except (FileNotFoundError, StateDamaged) as exc:
+            again = chunks.read_manifest(state_dir)
+            if again is not None and again.gen != manifest.gen:
+                continue  # a checkpoint replaced the journal under us: take the new snapshot
+            if isinstance(exc, FileNotFoundError):
+                raise StateDamaged(name, "is missing") from None
+            raise
+        return _snapshot(manifest, jnl)
+    raise StateDamaged(chunks.rel(MANIFEST), "keeps changing under this reader")
+
+
+# -- inspecting everything -------------------------------------------------------------------
+def _listing(folder: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def inspect(state_dir: Path | str, deep: bool = True) -> Inspection:
+    """Verify every state file (deep: every chunk's checksum too). Never writes."""
+    state_dir = Path(state_dir)
+    result = Inspection()
+    if (state_dir / V1_FILE).exists() and not (chunks.jobs_dir(state_dir) / MANIFEST).exists():
+        result.add(V1_FILE, "is in the format of an earlier ForgeSyte", AUTO, "converted to this format; "
+                   "the old files are kept in quarantine/")
+        return result
+    try:
+        snap = read_snapshot(state_dir)
+    except UnknownFormat as exc:
+        result.add(exc.name, exc.problem, BLOCKING, "refused: not repaired by this version")
+        return result
+    except StateError as exc:
+        result.add(exc.name, exc.problem, BLOCKING, "rebuilt from every readable record and the results documents")
+        _inspect_orphans(state_dir, None, result)
+        return result
+    result.snapshot = snap
+    manifest = snap.manifest
+    result.fresh = manifest.gen == 0 and not manifest.chunks and not (
+        chunks.jobs_dir(state_dir) / MANIFEST).exists()
+    if snap.journal is not None and snap.journal.torn:
+        result.add(chunks.rel(manifest.journal), "ends in a torn record (a flush that never completed)",
+                   AUTO, "the torn bytes are cut off and kept in quarantine/")
+    if deep:
+        for entry in manifest.chunks:
+            try:
+                chunks.read_chunk(state_dir, entry)
+            except FileNotFoundError:
+                result.add(chunks.rel(entry["name"]), "is named by the manifest but missing", BLOCKING,
+                           "rebuilt from every readable record and the results documents")
+            except StateError as exc:
+                result.add(exc.name, exc.problem, BLOCKING,
+                           "rebuilt from every readable record and the results documents")
+        for record in snap.overlay.values():
+            problem = invalid_record(record)
+            if problem:
+                result.add(chunks.rel(manifest.journal), f"holds a job record that {problem}", BLOCKING,
+                           "the record is repaired and the file kept in quarantine/")
+                break
+    _inspect_orphans(state_dir, manifest, result)
+    if not result.blocking and not result.fresh:
+        try:
+            Index.load(state_dir, manifest.gen)
+        except IndexDamaged as exc:
+            result.add(exc.name, exc.problem, AUTO, "derived data: rebuilt from the job records")
+    _inspect_events(state_dir, result)
+    _inspect_requests(state_dir, result)
+    return result
+
+
+def _inspect_orphans(state_dir: Path, manifest: Manifest | None, result: Inspection) -> None:
+    """Files in jobs/ and index/ that the committed state does not account for."""
+    named = set() if manifest is None else {e["name"] for e in manifest.chunks} | {manifest.journal, MANIFEST}
+    retired = set() if manifest is None else set(manifest.retired)
+    for folder in (JOBS_DIR, INDEX_DIR, EVENTS_DIR):
+        for name in _listing(state_dir / folder):
+            rel = f"{folder}/{name}"
+            if name.startswith(".") and name.endswith(TMP_SUFFIX):
+                result.add(rel, "is the temp file of an interrupted write", AUTO, "removed: never read")
+            elif folder != JOBS_DIR or manifest is None or name in named:
+                continue
+            elif name in retired:
+                result.add(rel, "was retired by the last checkpoint", AUTO, "removed: the manifest "
+                           "names its replacement")
+            elif (chunks.name_gen(name) or -1) > manifest.gen:
+                result.add(rel, "belongs to a checkpoint that never completed", AUTO,
+                           "removed if every record in it is in the committed state, else quarantined")
+            else:
+                result.add(rel, "is not part of the committed state", AUTO, "moved to quarantine/")
+
+
+def _inspect_events(state_dir: Path, result: Inspection) -> None:
+    for name in (EVENTS_PREVIOUS, EVENTS_CURRENT):
+        path = state_dir / EVENTS_DIR / name
+        rel = f"{EVENTS_DIR}/{name}"
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            result.add(rel, f"cannot be read ({exc.strerror or exc})", AUTO, "moved to quarantine/; a new log starts")
+            continue
+        scan = recordlog.scan_all(raw)
+        if not raw:
+            continue
+        header = scan.records[0] if scan.records and 1 not in scan.damaged_lines else None
+        try:
+            recordlog.check_header(rel, header, EVENTS_FORMAT, EVENTS_VERSION)
+        except UnknownFormat as exc:
+            result.add(rel, exc.problem, AUTO, "moved to quarantine/; a new log starts")
+            continue
+        except StateDamaged:
+            result.add(rel, "does not start with its header", AUTO, "moved to quarantine/; a new log starts")
+            continue
+        if scan.damaged_inside:
+            result.add(rel, f"has {len(scan.damaged_lines)} damaged lines (readers skip them)", AUTO,
+                       "copied to quarantine/; the good events are kept")
+        elif scan.torn_tail:
+            result.add(rel, "ends in a torn record", AUTO, "the torn bytes are cut off")
+
+
+def _inspect_requests(state_dir: Path, result: Inspection) -> None:
+    folder = state_dir / "requests"
+    for name in _listing(folder):
+        path = folder / name
+        if path.is_dir() or (name.endswith(".json") and not name.startswith(".") and not _loads(path)):
+            result.add(f"requests/{name}", "is not a request the daemon can read", AUTO, "moved to quarantine/")
+
+
+def _loads(path: Path) -> bool:
+    import json
+
+    try:
+        with open(path, "rb") as fh:
+            return isinstance(json.load(fh), dict)
+    except (OSError, ValueError):
+        return False
+
+
+REQUIRED = {"id": str, "input": str, "status": str}
+STATUS_VALUES = ("pending", "running", "completed", "failed", chunks.PRUNED)
+
+
+def invalid_record(record: Any) -> str | None:
+    """What is wrong with a job record, or None."""
+    if not isinstance(record, dict):
+        return "is not an object"
+    for key, kind in REQUIRED.items():
+        if not isinstance(record.get(key), kind):
+            return f"lacks {key!r}"
+    if record["status"] not in STATUS_VALUES:
+        return f"has the unknown status {record['status']!r}"
+    if record["status"] != chunks.PRUNED:
+        for key in ("size", "attempts", "plugins", "sha256", "created_at"):
+            if key not in record:
+                return f"lacks {key!r}"
+    return None
+
+
+# -- quarantine ------------------------------------------------------------------------------
+def quarantine(state_dir: Path, rel: str, reason: str, copy: bool = False, data: bytes | None = None) -> str:
+    """Move (or copy) a state file to state/quarantine/, never overwriting; returns its new name."""
+    folder = state_dir / QUARANTINE_DIR
+    os.makedirs(folder, mode=0o750, exist_ok=True)
+    stamp = utc_now().replace(":", "").replace("-", "")
+    base = f"{stamp}-{rel.replace('/', '_')}"
+    target, n = folder / base, 1
+    while target.exists():
+        n += 1
+        target = folder / f"{base}.{n}"
+    source = state_dir / rel
+    if data is not None:
+        with open(target, "wb") as fh:
+            fh.write(data)
+            os.fsync(fh.fileno())
+    elif copy:
+        shutil.copy2(source, target) if source.is_file() else shutil.copytree(source, target)
+    else:
+        os.replace(source, target)
+        fsync_dir(source.parent)
+    fsync_dir(folder)
+    moved = f"{QUARANTINE_DIR}/{target.name}"
+    log.warning("%s %s: %s to %s", rel, reason, "copied" if copy or data is not None else "moved", moved)
+    return moved
+
+
+def _remove(state_dir: Path, rel: str, why: str) -> None:
+    try:
+        (state_dir / rel).unlink()
+        log.info("removed %s: %s", rel, why)
+    except FileNotFoundError:
+        pass
+
+
+# -- the writer's open -----------------------------------------------------------------------
+def open_writer(state_dir: Path) -> Opened:
+    """Open for writing (the caller holds the state lock): do every repair that provably
+    loses nothing, refuse (StateDamaged / UnknownFormat) when the truth is damaged."""
+    os.makedirs(state_dir, mode=0o750, exist_ok=True)
+    if (state_dir / V1_FILE).exists() and not (chunks.jobs_dir(state_dir) / MANIFEST).exists():
+        from forgesyte.storage.migrate import migrate_v1
+
+        migrate_v1(state_dir)
+    found = inspect(state_dir, deep=True)
+    for finding in found.blocking:
+        raise StateDamaged(finding.name, finding.problem)
+    snap = found.snapshot
+    assert snap is not None
+    manifest = snap.manifest
+    if found.fresh:
+        os.makedirs(chunks.jobs_dir(state_dir), mode=0o750, exist_ok=True)
+        journal.create(_journal_path(state_dir, manifest), manifest.gen)
+        chunks.write_manifest(state_dir, manifest)
+        snap = read_snapshot(state_dir)
+    rebuild_index = False
+    for finding in found.findings:
+        if finding.name.startswith(f"{INDEX_DIR}/") and not finding.name.endswith(TMP_SUFFIX):
+            rebuild_index = True
+        else:
+            _auto_repair(state_dir, finding, snap)
+    jnl = snap.journal
+    if jnl is not None and jnl.torn:
+        tail = journal.cut_tail(_journal_path(state_dir, manifest), jnl)
+        quarantine(state_dir, chunks.rel(manifest.journal) + ".torn", "had a torn last record", data=tail)
+    journal_size = jnl.good_end if jnl is not None else 0
+    index = None if rebuild_index else _load_index(state_dir, manifest.gen)
+    if index is None:
+        index = rebuild_index_now(state_dir, manifest, snap.overlay)
+    for record in snap.overlay.values():
+        index.note(record)  # the open journal is newer than anything the index logged
+    return Opened(manifest, snap.overlay, snap.counts, snap.seq, snap.floor, jnl, journal_size, index)
+
+
+def _load_index(state_dir: Path, gen: int) -> Index | None:
+    try:
+        return Index.load(state_dir, gen)
+    except IndexDamaged as exc:
+        log.warning("%s; rebuilding it from the job records", exc.args[0].split(";")[0])
+        return None
+
+
+def rebuild_index_now(state_dir: Path, manifest: Manifest, overlay: dict[str, dict[str, Any]]) -> Index:
+    """Derived data, made again from every record (chunks + journal) and written whole."""
+    def records():
+        for entry in manifest.chunks:
+            merged = chunks.read_chunk(state_dir, entry)
+            yield from merged.values()
+        yield from overlay.values()
+    index = Index.rebuild(state_dir, records())
+    for name in _listing(state_dir / INDEX_DIR):
+        if not name.startswith("."):
+            _remove(state_dir, f"{INDEX_DIR}/{name}", "derived data, rebuilt")
+    index.compact(manifest.gen)
+    log.warning("rebuilt the index from %d job records' inputs", len(index))
+    return index
+
+
+def _auto_repair(state_dir: Path, finding: Finding, snap: Snapshot) -> None:
+    rel, problem = finding.name, finding.problem
+    if problem.startswith("is the temp file") or problem.startswith("was retired"):
+        _remove(state_dir, rel, problem)
+    elif problem.startswith("belongs to a checkpoint"):
+        if _redundant(state_dir, rel, snap):
+            _remove(state_dir, rel, "a checkpoint that never completed; every record in it is committed")
+        else:
+            quarantine(state_dir, rel, "is from a checkpoint that never completed and holds records "
+                       "the committed state does not")
+    elif problem.startswith("is not part of the committed state") or rel.startswith("requests/"):
+        quarantine(state_dir, rel, problem)
+    elif rel.startswith(f"{EVENTS_DIR}/"):
+        _repair_events(state_dir, rel, finding)
+
+
+def _redundant(state_dir: Path, rel: str, snap: Snapshot) -> bool:
+    """Every record in this uncommitted chunk is in the committed state, equal."""
+    from forgesyte.storage.tinystore import read_document
+
+    name = rel.split("/", 1)[1]
+    if not chunks.is_chunk_name(name):  # a new journal: redundant while it holds only its header
+        try:
+            return journal.read(state_dir / rel, rel, chunks.name_gen(name) or 0).batches == []
+        except (StateError, OSError):
+            return False
+    try:
+        body = read_document(state_dir / rel, rel, chunks.CHUNK_FORMAT, chunks.VERSION)
+        records = chunks.chunk_records(body, rel)
+    except (StateError, OSError):
+        return False
+    manifest = snap.manifest
+    cache: dict[int, dict[str, dict[str, Any]]] = {}
+    for job_id, record in records.items():
+        current = snap.overlay.get(job_id)
+        if current is None:
+            index = manifest.chunk_index(job_id)
+            if index is None:
+                return False
+            if index not in cache:
+                cache[index] = chunks.read_chunk(state_dir, manifest.chunks[index])
+            current = cache[index].get(job_id)
+        if current != record:
+            return False
+    return True
+
+
+def _repair_events(state_dir: Path, rel: str, finding: Finding) -> None:
+    path = state_dir / rel
+    if "torn" in finding.problem:
+        raw = path.read_bytes()
+        scan = recordlog.scan_all(raw)
+        quarantine(state_dir, rel + ".torn", "had a torn last record", data=raw[scan.good_end:])
+        with open(path, "r+b") as fh:
+            fh.truncate(scan.good_end)
+            os.fsync(fh.fileno())
+    elif "damaged lines" in finding.problem:
+        raw = path.read_bytes()
+        quarantine(state_dir, rel, "has damaged lines", copy=True)
+        good = recordlog.scan_all(raw).records
+        from forgesyte.storage.atomic import atomic_write_bytes
+
+        atomic_write_bytes(path, b"".join(recordlog.encode(r) for r in good))
+    else:
+        quarantine(state_dir, rel, finding.problem)
