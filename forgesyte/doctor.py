@@ -93,10 +93,22 @@ def run_checks(settings: Settings) -> list[Check]:
     info = daemon_info(settings.state)
     if info["running"]:
         checks.append(Check(OK, f"daemon running (pid {info['pid']}, since {info['since']})"))
+        for condition in info.get("conditions") or []:  # what the daemon lives with now
+            checks.append(Check(WARN, f"the daemon reports, since {condition.get('since')}: "
+                                      f"{condition.get('message')}", _CONDITION_FIX.get(condition.get("name"), "")))
     else:
         checks.append(Check(WARN, "no daemon holds this state folder",
                             "Start it: forgesyte run, or systemctl start forgesyte."))
     return checks
+
+
+_CONDITION_FIX = {
+    "inotify-watches": "Raise fs.inotify.max_user_watches as the message says; until then new files "
+                       "in those folders are found by polling.",
+    "output-full": "Free space on (or remount read-write) the output folder; jobs wait and resume by themselves.",
+    "state-write": "Free space on the state folder's disk; the daemon retries every second.",
+    "inbox-missing": "Mount the inbox again; intake resumes by itself.",
+}
 
 
 def _on_network_fs(path: Path) -> bool:

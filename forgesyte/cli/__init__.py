@@ -103,13 +103,23 @@ def _emit_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2 if sys.stdout.isatty() else None, ensure_ascii=False))
 
 
-def _resolve(store, ref: str) -> dict[str, Any]:
+def _resolve(store, ref: str, settings=None) -> dict[str, Any]:
     from forgesyte.storage.jobs import AmbiguousJob, JobNotFound
+    from forgesyte.storage.paths import key_spellings
 
+    spellings = key_spellings(ref)
     try:
-        return store.resolve(ref)
-    except (JobNotFound, AmbiguousJob) as exc:
+        return store.resolve(spellings[0])
+    except AmbiguousJob as exc:
         raise UserError(str(exc)) from None
+    except JobNotFound as exc:
+        first = exc
+    for spelling in spellings[1:]:
+        try:
+            return store.resolve(spelling)
+        except (JobNotFound, AmbiguousJob):
+            pass
+    raise UserError(str(first)) from None
 
 
 @click.group(cls=ForgesyteGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -126,6 +136,7 @@ def cli(ctx: click.Context, **flags: Any) -> None:
 
 
 def main() -> None:
+    os.umask(0o027)
     cli.main(prog_name="forgesyte")
 
 

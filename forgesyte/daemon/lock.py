@@ -44,6 +44,20 @@ class StateLock:
             os.fsync(fd)
         return True
 
+    def update(self, **fields: Any) -> None:
+        """Add fields to what the lock file says (the daemon's ongoing conditions, which
+        `doctor` reports from the daemon's point of view)."""
+        if self._fd is None:
+            return
+        try:
+            data = json.loads(os.pread(self._fd, 1 << 16, 0) or b"{}")
+        except ValueError:
+            data = {}
+        data.update(fields)
+        info = json.dumps(data).encode()
+        os.pwrite(self._fd, info, 0)
+        os.ftruncate(self._fd, len(info))
+
     def release(self) -> None:
         if self._fd is None:
             return
@@ -57,7 +71,7 @@ class StateLock:
 
     def _owner_is_me(self) -> bool:
         try:
-            data = json.loads(os.pread(self._fd, 4096, 0) or b"{}")
+            data = json.loads(os.pread(self._fd, 1 << 16, 0) or b"{}")
         except ValueError:
             return False
         return data.get("pid") == os.getpid()
@@ -70,12 +84,13 @@ class StateLock:
 
 
 def daemon_info(state_dir: Path | str) -> dict[str, Any]:
-    """{"running": bool, "pid": int|None, "since": str|None} without disturbing the daemon."""
+    """{"running": bool, "pid": int|None, "since": str|None, "conditions": [...]} without
+    disturbing the daemon (conditions: what it lives with now, see daemon/conditions.py)."""
     path = Path(state_dir) / LOCK_NAME
     try:
         fd = os.open(path, os.O_RDONLY)
     except (FileNotFoundError, PermissionError):
-        return {"running": False, "pid": None, "since": None}
+        return {"running": False, "pid": None, "since": None, "conditions": []}
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -85,11 +100,12 @@ def daemon_info(state_dir: Path | str) -> dict[str, Any]:
             fcntl.flock(fd, fcntl.LOCK_UN)
             running = False
         try:
-            data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            data = json.loads(os.pread(fd, 1 << 16, 0) or b"{}")
         except ValueError:
             data = {}
     finally:
         os.close(fd)
     if not running:
-        return {"running": False, "pid": None, "since": None}
-    return {"running": True, "pid": data.get("pid"), "since": data.get("since")}
+        return {"running": False, "pid": None, "since": None, "conditions": []}
+    return {"running": True, "pid": data.get("pid"), "since": data.get("since"),
+            "conditions": data.get("conditions") or []}

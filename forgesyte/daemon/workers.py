@@ -90,7 +90,12 @@ def worker_main(conn: Connection, inbox_root: str, output_root: str, log_level: 
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
+    os.umask(0o027)  # artifacts plugins write are 0640 (folders 0750), whatever the umask
+    from forgesyte.text import SafeFormatter  # a name's control characters never reach the log raw
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter("%(levelname)s %(name)s[%(process)d]: %(message)s"))
+    logging.basicConfig(level=log_level, handlers=[handler])
 
     from forgesyte.plugins.chain import run_chain
     from forgesyte.plugins.registry import Loader
@@ -108,11 +113,24 @@ def worker_main(conn: Connection, inbox_root: str, output_root: str, log_level: 
             return
         if task is None:
             return
+        running: list[str | None] = [None]  # the plugin last announced: a disk error names it
+
+        def send(message: tuple, running=running) -> None:
+            if message[0] == "plugin":
+                running[0] = message[2]
+            conn.send(message)
+
         try:
-            outcome = run_chain(task, plugins, inbox, results, conn.send)
+            outcome = run_chain(task, plugins, inbox, results, send)
         except Exception as exc:  # e.g. the output folder became unwritable
-            outcome = {"status": "failed", "output": None,
-                       "error": f"The worker could not finish the job: {exc}."}
+            from forgesyte.daemon.diskspace import is_disk_error, worker_outcome
+            from forgesyte.storage.paths import redact
+
+            if is_disk_error(exc):  # full or read-only: the job waits, it does not fail
+                outcome = worker_outcome(exc, task, results, running[0])
+            else:
+                outcome = {"status": "failed", "output": None,
+                           "error": f"The worker could not finish the job: {redact(exc, inbox, results.root)}."}
         finally:
             reaper.kill_descendants()  # whatever the plugins started dies with the job
         conn.send(("done", task["job_id"], outcome))

@@ -36,6 +36,7 @@ from typing import Any, Callable
 from forgesyte.plugins.base import Context, PluginError, is_frame_plugin
 from forgesyte.plugins.options import defaults_of
 from forgesyte.plugins.pipeline import Consumer, run_pass
+from forgesyte.storage.layout import newest_file
 from forgesyte.storage.results import finished_record
 
 PROGRESS_EVERY = 0.5  # seconds between progress messages
@@ -113,6 +114,8 @@ def run_chain(task: dict[str, Any], plugins: Any, inbox, results, send: Callable
         return _run(task, names, infos, inbox, results, say)
     except OSError as exc:
         if is_disk_error(exc):
+            if exc.filename is None:  # write() names no file: the one being written is the newest
+                exc.filename = newest_file(results.root, task["folder"])
             for name in names:
                 _remove_artifacts(results, task["folder"], name)
         raise

@@ -70,6 +70,26 @@ def job_folder_key(input_key: str, job_id: str) -> str:
     return f"{job_date(job_id)}/{base_name(input_key)}-{job_id}"
 
 
+def newest_file(root: Root, folder_key: str) -> str | None:
+    """The absolute path of the newest file in a job's folder (None if none): after a
+    write() fails with ENOSPC, which names no file, that is the one being written."""
+    newest: tuple[int, str] | None = None
+    try:
+        top = root.path_for(folder_key)
+    except UnsafeKey:
+        return None
+    for dirpath, _dirs, files in os.walk(top):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            try:
+                mtime = os.stat(path).st_mtime_ns
+            except OSError:
+                continue
+            if newest is None or mtime >= newest[0]:
+                newest = (mtime, path)
+    return newest[1] if newest else None
+
+
 def _folder_job_id(path: str) -> str | None:
     try:
         with open(os.path.join(path, RESULTS_NAME), "rb") as fh:
