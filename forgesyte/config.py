@@ -11,13 +11,15 @@ variables, the TOML file named by --config / FORGESYTE_CONFIG, defaults.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import sys
 import tempfile
-from fnmatch import fnmatchcase
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -97,9 +99,46 @@ def parse_scheduler_address(text: Any, name: str = "scheduler") -> str:
     return f"{scheme}://{shown}:{int(port)}"
 
 
+@lru_cache(maxsize=256)
+def _glob_regex(pattern: str) -> re.Pattern:
+    """A path glob as a regex: `*` and `?` stay within one folder, `**` crosses folders
+    (`a/**/b` also matches `a/b`), `[...]` is a character class."""
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[" and pattern.find("]", i + 2) != -1:
+            end = pattern.find("]", i + 2)  # a ']' right after '[' is part of the class
+            body = pattern[i + 1:end]
+            body = "^" + body[1:] if body.startswith("!") else body
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def match_key(pattern: str, key: str) -> bool:
+    """Whether an inbox key matches a rule's glob (see _glob_regex)."""
+    return _glob_regex(pattern).match(key) is not None
+
+
 @dataclass(frozen=True)
 class Rule:
-    """Inputs whose key matches `match` (fnmatch; `*` also crosses folders) get these plugins."""
+    """Inputs whose key matches `match` get these plugins. `*` matches within one folder
+    (`cameras/*` is the files directly in cameras/), `**` any depth (`cameras/**`)."""
 
     match: str
     plugins: tuple[str, ...]
@@ -140,6 +179,8 @@ class Settings:
     # Dask scheduler address (e.g. tcp://10.0.0.5:8786): jobs run on that cluster (None: local).
     scheduler: str | None = None
     config_file: Path | None = None
+    # Where each explicitly set value came from, for messages: " in FILE", " (from --workers)".
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def with_overrides(self, **changes: Any) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -148,7 +189,7 @@ class Settings:
         """(plugins, options by plugin) for an input: the first matching rule, else the chain."""
         options = {name: dict(opts) for name, opts in self.plugin_options.items()}
         for rule in self.rules:
-            if fnmatchcase(input_key, rule.match):
+            if match_key(rule.match, input_key):
                 for name, opts in rule.options.items():
                     options[name] = {**options.get(name, {}), **opts}
                 return rule.plugins, options
@@ -187,25 +228,45 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"Configuration file {path} cannot be read: {exc.strerror}.") from None
 
 
-def _as_list(value: Any, name: str) -> tuple[str, ...]:
+def _as_list(value: Any, label: str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",")]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"Setting '{name}' must be a list of strings.")
+        raise ConfigError(f"{label} must be a list of strings, not {value!r}.")
     return tuple(v for v in value if v)
 
 
-def _as_number(value: Any, name: str, kind: type, minimum: float) -> Any:
+def _as_number(value: Any, label: str, kind: type, minimum: float) -> Any:
+    if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"{label} must be a whole number, not {value!r}.")
     try:
         number = kind(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"Setting '{name}' must be a number, not {value!r}.") from None
-    if number < minimum:
-        raise ConfigError(f"Setting '{name}' must be at least {minimum}, not {value!r}.")
+        raise ConfigError(f"{label} must be a number, not {value!r}.") from None
+    if number != number or number < minimum:  # NaN, or below the minimum
+        raise ConfigError(f"{label} must be at least {minimum:g}, not {value!r}.")
     return number
 
 
-_FILE_KEYS = {f.name for f in fields(Settings)} - {"config_file", "plugin_options", "rules"}
+def _as_bool(value: Any, label: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{label} must be true or false, not {value!r}.")
+
+
+_FILE_KEYS = {f.name for f in fields(Settings)} - {"config_file", "plugin_options", "rules", "sources"}
+_FILE_TABLES = ("plugin", "plugin_options", "rules")
+
+
+def _unknown(kind: str, name: str, known: Iterable[str], origin: Path) -> ConfigError:
+    guess = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    hint = f"; did you mean '{guess[0]}'?" if guess else "."
+    return ConfigError(f"Unknown {kind} '{name}' in {origin}{hint}")
 
 
 def _parse_rules(raw: Any, origin: Path) -> tuple[Rule, ...]:
@@ -215,17 +276,19 @@ def _parse_rules(raw: Any, origin: Path) -> tuple[Rule, ...]:
     for number, item in enumerate(raw, 1):
         if not isinstance(item, dict) or not isinstance(item.get("match"), str):
             raise ConfigError(f"Rule {number} in {origin} needs a 'match' glob.")
-        plugins = _as_list(item.get("plugins", []), f"rules[{number}].plugins")
+        plugins = _as_list(item.get("plugins", []), f"'plugins' of rule {number} in {origin}")
         if not plugins:
             raise ConfigError(f"Rule {number} in {origin} names no plugin.")
         options = item.get("options", {})
         if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
             raise ConfigError(f"Rule {number} in {origin}: 'options' must map plugin names to tables.")
-        unknown = set(item) - {"match", "plugins", "options"}
-        if unknown:
-            raise ConfigError(f"Rule {number} in {origin} has unknown keys: {', '.join(sorted(unknown))}.")
+        for key in item:
+            if key not in ("match", "plugins", "options"):
+                raise _unknown(f"key of rule {number}", key, ("match", "plugins", "options"), origin)
         rules.append(Rule(item["match"], plugins, options))
     return tuple(rules)
+
+
 _ENV_KEYS = {
     "inbox": "FORGESYTE_INBOX",
     "output": "FORGESYTE_OUTPUT",
@@ -234,6 +297,35 @@ _ENV_KEYS = {
     "workers": "FORGESYTE_WORKERS",
     "scheduler": "FORGESYTE_SCHEDULER",
 }
+_DIRS = ("home", "inbox", "output", "state")
+
+
+def _read_file(config_path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], tuple[Rule, ...]]:
+    """(settings, plugin options, rules) from the TOML file; relative directories in it
+    are taken relative to the file's own folder, wherever the command runs from."""
+    raw = _read_toml(config_path)
+    section = raw.get("forgesyte", raw)
+    values: dict[str, Any] = {}
+    options: dict[str, dict[str, Any]] = {}
+    rules: tuple[Rule, ...] = ()
+    for key, value in section.items():
+        if key == "rules":
+            rules = _parse_rules(value, config_path)
+        elif key in ("plugin_options", "plugin"):
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{key}' in {config_path} must be a table of plugin names ([plugin.NAME]).")
+            for name, table in value.items():
+                if not isinstance(table, dict):
+                    raise ConfigError(f"[plugin.{name}] in {config_path} must be a table of options.")
+                options[name] = dict(table)
+        elif key not in _FILE_KEYS:
+            raise _unknown("table" if isinstance(value, dict) else "setting", key,
+                           _FILE_KEYS | set(_FILE_TABLES), config_path)
+        elif key in _DIRS and isinstance(value, str):
+            values[key] = config_path.parent / os.path.expanduser(value)
+        else:
+            values[key] = value
+    return values, options, rules
 
 
 def load_settings(
@@ -243,7 +335,8 @@ def load_settings(
     """Merge flags > environment > TOML file > defaults into absolute Settings.
 
     Does not touch the filesystem beyond reading the config file; call
-    `prepare_directories` before using the directories.
+    `prepare_directories` before using the directories. Every error names the
+    setting and where its value came from (the file, the variable or the flag).
     """
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     env = os.environ if env is None else env
@@ -254,27 +347,19 @@ def load_settings(
     rules: tuple[Rule, ...] = ()
     if config_path:
         config_path = _absolute(config_path)
-        raw = _read_toml(config_path)
-        section = raw.get("forgesyte", raw)
-        for key, value in section.items():
-            if key == "rules":
-                rules = _parse_rules(value, config_path)
-            elif key == "plugin_options" or key == "plugin":
-                if not isinstance(value, dict):
-                    raise ConfigError(f"Setting '{key}' must be a table of plugin names.")
-                plugin_options.update({k: dict(v) for k, v in value.items()})
-            elif isinstance(value, dict):
-                continue  # other tables belong to later features; ignore quietly
-            elif key not in _FILE_KEYS:
-                raise ConfigError(f"Unknown setting '{key}' in {config_path}.")
-            else:
-                file_values[key] = value
+        file_values, plugin_options, rules = _read_file(config_path)
 
     merged: dict[str, Any] = dict(file_values)
+    origin: dict[str, str] = {key: f" in {config_path}" for key in file_values}
     for key, var in _ENV_KEYS.items():
         if env.get(var):
-            merged[key] = env[var]
-    merged.update({k: v for k, v in flags.items() if k != "config"})
+            merged[key], origin[key] = env[var], f" (from {var})"
+    for key, value in flags.items():
+        if key != "config":
+            merged[key], origin[key] = value, f" (from --{key.replace('_', '-')})"
+
+    def label(name: str) -> str:
+        return f"Setting '{name}'{origin.get(name, '')}"
 
     home = _absolute(
         flags.get("home") or env.get("FORGESYTE_HOME") or file_values.get("home") or default_home(env)
@@ -288,17 +373,18 @@ def load_settings(
         "config_file": config_path or None,
         "plugin_options": plugin_options,
         "rules": rules,
+        "sources": origin,
     }
     if "plugins" in merged:
-        values["plugins"] = _as_list(merged["plugins"], "plugins")
+        values["plugins"] = _as_list(merged["plugins"], label("plugins"))
         if not values["plugins"]:
-            raise ConfigError("Setting 'plugins' names no plugin.")
+            raise ConfigError(f"{label('plugins')} names no plugin.")
     if "video_extensions" in merged:
         values["video_extensions"] = tuple(
-            e.lower().lstrip(".") for e in _as_list(merged["video_extensions"], "video_extensions")
+            e.lower().lstrip(".") for e in _as_list(merged["video_extensions"], label("video_extensions"))
         )
     if "ignore_patterns" in merged:
-        values["ignore_patterns"] = _as_list(merged["ignore_patterns"], "ignore_patterns")
+        values["ignore_patterns"] = _as_list(merged["ignore_patterns"], label("ignore_patterns"))
     for name, kind, minimum in (
         ("workers", int, 1),
         ("max_attempts", int, 1),
@@ -312,16 +398,40 @@ def load_settings(
         ("worker_memory_mb", int, 64),
     ):
         if name in merged:
-            values[name] = _as_number(merged[name], name, kind, minimum)
-    if "polling" in merged:
-        values["polling"] = bool(merged["polling"])
+            values[name] = _as_number(merged[name], label(name), kind, minimum)
+    for name in ("polling", "retention_outputs"):
+        if name in merged:
+            values[name] = _as_bool(merged[name], label(name))
     if merged.get("retention") not in (None, "", "never"):
-        values["retention"] = parse_duration(merged["retention"])
-    if "retention_outputs" in merged:
-        values["retention_outputs"] = bool(merged["retention_outputs"])
+        try:
+            values["retention"] = parse_duration(merged["retention"])
+        except ConfigError as exc:
+            raise ConfigError(f"{label('retention')}: {str(exc)[0].lower()}{str(exc)[1:]}") from None
     if merged.get("scheduler") not in (None, ""):
-        values["scheduler"] = parse_scheduler_address(merged["scheduler"])
+        try:
+            values["scheduler"] = parse_scheduler_address(merged["scheduler"])
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("Setting 'scheduler'", label("scheduler"), 1)) from None
+    _check_nesting(values, label)
     return Settings(**values)
+
+
+def _check_nesting(values: dict[str, Any], label) -> None:
+    """The inbox is watched recursively: the output or state inside it (or it inside
+    them, or the same folder) would make the daemon read its own writes as input."""
+    def real(path: Path) -> str:
+        return os.path.realpath(path)
+
+    inbox = real(values["inbox"])
+    for other in ("output", "state"):
+        there = real(values[other])
+        if there == inbox:
+            raise ConfigError(f"{label('inbox')} and {label(other)[0].lower()}{label(other)[1:]} are the "
+                              f"same folder ({values['inbox']}); they must be separate folders.")
+        for inner, outer, a, b in ((there, inbox, other, "inbox"), (inbox, there, "inbox", other)):
+            if inner.startswith(outer.rstrip(os.sep) + os.sep):
+                raise ConfigError(f"The {a} folder {values[a]} lies inside the {b} folder {values[b]}; "
+                                  "the inbox and the output or state folders must not contain each other.")
 
 
 def prepare_directories(

@@ -73,20 +73,23 @@ def run_checks(settings: Settings) -> list[Check]:
 
     try:
         available = probe()
-        wanted = settings.all_plugin_names()
-        missing = sorted(n for n in wanted if n not in available)
-        broken = sorted(n for n in available if available[n]["error"])
-        if missing:
-            checks.append(Check(FAIL, f"configured plugins not installed: {', '.join(missing)}",
-                                "pip install the package that provides them, or remove them from the config."))
-        for name in broken:
-            level = FAIL if name in wanted else WARN
-            checks.append(Check(level, f"plugin {name} does not load: {available[name]['error']}",
-                                "Reinstall it, or uninstall it if unused."))
-        if not missing and not any(n in wanted for n in broken):
-            checks.append(Check(OK, f"plugins load: {', '.join(sorted(n for n in available if not available[n]['error']))}"))
     except DiscoveryFailed as exc:
         checks.append(Check(FAIL, str(exc), "Run `forgesyte plugins` to find the plugin that crashes."))
+    else:
+        from forgesyte.preflight import check_plugins
+
+        findings = check_plugins(settings, available)
+        wanted = settings.all_plugin_names()
+        for problem in findings.errors:
+            checks.append(Check(FAIL, problem, "Fix the configuration; `forgesyte run` refuses it as it is."))
+        for problem in findings.warnings:
+            checks.append(Check(FAIL, problem, "Reinstall it, or remove it from the configuration."))
+        for name in sorted(n for n in available if available[n]["error"] and n not in wanted):
+            checks.append(Check(WARN, f"plugin {name} does not load: {available[name]['error']}",
+                                "Reinstall it, or uninstall it if unused."))
+        if not findings.errors and not findings.warnings:
+            checks.append(Check(OK, "plugins load and their options check: "
+                                + ", ".join(sorted(n for n in wanted))))
 
     from forgesyte.daemon.lock import daemon_info
 

@@ -15,6 +15,7 @@ def test_empty_home_status_json(home):
     assert status == {
         "counts": {"pending": 0, "running": 0, "completed": 0, "failed": 0},
         "total": 0,
+        "interrupted": 0,
         "daemon": {"running": False, "pid": None, "since": None},
         "inbox": str(home.inbox),
         "output": str(home.output),
@@ -30,6 +31,7 @@ def test_unknown_job_is_exit_1_and_one_sentence(home, args):
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "nope" in lines[0] and "Traceback" not in proc.stderr
+    assert not home.root.joinpath("state").exists()  # nothing created for a command that reads
 
 
 @pytest.mark.parametrize("args", [

@@ -126,7 +126,7 @@ def test_doctor_says_what_to_fix(home, tmp_path):
     fresh = home.cli("doctor")
     assert fresh.returncode == 0, fresh.stdout  # missing directories are made by run: a warning
     assert "does not exist yet" in fresh.stdout
-    home.start("--once").wait(timeout=60)
+    assert home.start("--once", wait_ready=False).wait(timeout=60) == 0
     ok = home.cli("doctor")
     assert ok.returncode == 0, ok.stdout
     assert "[ok] plugins load" in ok.stdout and "no daemon holds this state folder" in ok.stdout

@@ -131,11 +131,11 @@ def test_scheduler_setting_from_flag_env_and_file(tmp_path):
                                      "tcp://h:99999", "tcp://h:port", "tcp://a/b:1", 8786])
 def test_bad_scheduler_address_is_one_sentence(tmp_path, address):
     cfg = write_config(tmp_path, scheduler=address)
-    with pytest.raises(ConfigError, match=r"Setting 'scheduler' must be an address like tcp://host:8786"):
+    with pytest.raises(ConfigError, match=r"Setting 'scheduler' in .*forgesyte.toml must be an address like tcp://host:8786"):
         load_settings({"config": cfg}, {"FORGESYTE_HOME": str(tmp_path)})
 
 
 def test_run_refuses_a_bad_scheduler_flag(tmp_path):
     proc = _run(base_env(tmp_path), "run", "--once", "--scheduler", "tcp://nohost")
     assert proc.returncode == 2
-    assert proc.stderr.startswith("Setting 'scheduler' must be an address") and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("Setting 'scheduler' (from --scheduler) must be an address") and proc.stderr.count("\n") == 1

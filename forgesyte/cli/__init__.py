@@ -68,6 +68,11 @@ class ForgesyteGroup(click.Group):
             os.dup2(devnull, sys.stdout.fileno())
             sys.exit(0)
         except Exception as exc:  # last resort: still one sentence, never a traceback
+            from forgesyte.storage.errors import StateError
+
+            if isinstance(exc, StateError):  # a damaged state file met mid-command: name it
+                click.echo(str(exc), err=True)
+                sys.exit(EXIT_USER)
             logging.getLogger("forgesyte").debug("unexpected error", exc_info=True)
             click.echo(_sentence(f"Unexpected error: {type(exc).__name__}: {exc}"), err=True)
             sys.exit(EXIT_USER)
@@ -82,6 +87,8 @@ def _settings(ctx: click.Context, **flags: Any) -> Settings:
 
 
 def _ready_dirs(settings: Settings, create: bool) -> None:
+    """Check the directories; only `run` creates them (create=True). Everything else
+    reads, and a mistyped --home must not leave empty folders behind."""
     try:
         # Reads neither create nor need write access; a path that is not a directory is still wrong.
         prepare_directories(settings, create=create, missing_ok=not create, writable=create)
@@ -89,7 +96,37 @@ def _ready_dirs(settings: Settings, create: bool) -> None:
         raise ConfigFailure(str(exc)) from None
 
 
+class EmptyStore:
+    """The answers of a state that does not exist (yet): no jobs. Readers use it instead
+    of opening a store, so a mistyped --home creates nothing and shows nothing."""
+
+    def resolve(self, ref: str) -> dict[str, Any]:
+        from forgesyte.storage.jobs import JobNotFound
+
+        raise JobNotFound(f"No job matches {ref!r} (by id, id prefix or input path).")
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return self.resolve(job_id)
+
+    def latest_for_input(self, key: str) -> None:
+        return None
+
+    def counts(self) -> dict[str, int]:
+        from forgesyte.storage.jobs import STATUSES
+
+        return {status: 0 for status in STATUSES}
+
+    def newest(self, limit: int | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        return []
+
+    def with_status(self, *statuses: str) -> list[dict[str, Any]]:
+        return []
+
+
 def _store(settings: Settings):
+    """A read-only snapshot of the job store (an EmptyStore when there is no state folder)."""
+    if not settings.state.is_dir():
+        return EmptyStore()
     from forgesyte.storage.jobs import JobStore
     from forgesyte.storage.tinystore import StoreCorrupt
 
@@ -99,19 +136,127 @@ def _store(settings: Settings):
         raise UserError(str(exc)) from None
 
 
+def _complete_jobs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    """Shell completion for JOB: recent job ids and input keys. Never raises, never writes."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        flags = {k: v for k, v in ctx.find_root().params.items() if v is not None}
+        settings = load_settings(flags)
+        if not (settings.state / "jobs.json").exists():
+            return []
+        from forgesyte.storage.jobs import JobStore
+
+        store = JobStore(settings.state, readonly=True)
+        items, seen = [], set()
+        for job in store.newest(500):
+            if job["id"].startswith(incomplete):
+                items.append(CompletionItem(job["id"], help=f"{job['status']} {job['input']}"))
+            if job["input"].startswith(incomplete) and job["input"] not in seen:
+                seen.add(job["input"])
+                items.append(CompletionItem(job["input"], help=job["status"]))
+        return items
+    except Exception:
+        return []
+
+
 def _emit_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2 if sys.stdout.isatty() else None, ensure_ascii=False))
 
 
-def _resolve(store, ref: str, settings=None) -> dict[str, Any]:
+def inbox_key(settings: Settings, path: str) -> str | None:
+    """The inbox key of a filesystem path (absolute, or relative to the current directory),
+    or None when it does not lie inside the inbox. Symlinks are not followed for the
+    name itself; only the directories are compared resolved, so an inbox reached
+    through a symlinked folder still matches."""
+    from forgesyte.storage.paths import Root, UnsafeKey
+
+    from forgesyte.storage.paths import key_from_name
+
+    absolute = os.path.abspath(path)
+    inbox = str(settings.inbox)
+    # The current directory may be the inbox under another (resolved) name.
+    parent = os.path.realpath(os.path.dirname(absolute))
+    candidates = [(absolute, inbox), (absolute, os.path.realpath(inbox)),
+                  (os.path.join(parent, os.path.basename(absolute)), os.path.realpath(inbox))]
+    for where, root in candidates:
+        rel = os.path.relpath(where, root)
+        if rel in (".", "..") or rel.startswith(".." + os.sep):
+            continue
+        try:
+            return Root.check_key(key_from_name(rel.replace(os.sep, "/"))).as_posix()
+        except UnsafeKey:
+            return None
+    return None
+
+
+def path_key(settings: Settings, path: str) -> str | None:
+    """PATH as `why` and `wait` take it: relative to the inbox first (the contract's form,
+    in any spelling `list` shows), else a path from here (or absolute) inside the inbox."""
+    if not os.path.isabs(path):
+        relative = path
+        while relative.startswith("./"):
+            relative = relative[2:]
+        relative = relative.strip("/")
+        inside = inbox_key(settings, os.path.join(str(settings.inbox), relative)) if relative else None
+        if inside is not None and (os.path.lexists(settings.inbox / relative) or not os.path.lexists(path)):
+            try:  # a shown spelling (\xe9) of a name that is not UTF-8
+                from forgesyte.storage.paths import canonical_key
+
+                spelled = canonical_key(relative)
+                if not os.path.lexists(settings.inbox / relative) and \
+                        os.path.lexists(os.path.join(str(settings.inbox), _name_of(spelled))):
+                    return spelled
+            except ValueError:
+                pass
+            return inside
+    return inbox_key(settings, path)
+
+
+def _name_of(key: str) -> str:
+    from forgesyte.storage.paths import name_from_key
+
+    try:
+        return name_from_key(key)
+    except ValueError:
+        return key
+
+
+def _candidates(store, exc: Exception, ref: str) -> list[str]:
+    ids = getattr(exc, "candidates", None)
+    if ids is None:  # a store without AmbiguousJob.candidates: find them the slow way
+        try:
+            ids = store._prefix_matches(ref)
+        except Exception:  # pragma: no cover - best effort only
+            ids = []
+    from forgesyte.text import display
+
+    shown = []
+    for job_id in list(ids)[:10]:
+        try:
+            shown.append(f"{job_id} ({display(store.get(job_id)['input'])})")
+        except Exception:
+            shown.append(job_id)
+    if len(ids) > 10:
+        shown.append(f"and {len(ids) - 10} more")
+    return shown
+
+
+def _resolve(store, ref: str, settings: Settings | None = None) -> dict[str, Any]:
+    """JOB as people type it: an id, a unique id prefix, an input key, or a path to the
+    input (absolute, or relative to the current directory) that lies inside the inbox."""
     from forgesyte.storage.jobs import AmbiguousJob, JobNotFound
+    from forgesyte.text import display
+
     from forgesyte.storage.paths import key_spellings
 
+    # A name's key as shown (list, JSON, the log: escapes), or the raw bytes of the name.
     spellings = key_spellings(ref)
     try:
         return store.resolve(spellings[0])
     except AmbiguousJob as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(f"{display(repr(ref))} matches several jobs: "
+                        + ", ".join(_candidates(store, exc, ref)) + "; give more of the id.") from None
     except JobNotFound as exc:
         first = exc
     for spelling in spellings[1:]:
@@ -119,7 +264,18 @@ def _resolve(store, ref: str, settings=None) -> dict[str, Any]:
             return store.resolve(spelling)
         except (JobNotFound, AmbiguousJob):
             pass
-    raise UserError(str(first)) from None
+    hint = ""
+    if settings is not None and ref:
+        key = inbox_key(settings, ref)  # a path (its bytes, as a key) inside the inbox
+        if key is not None and key != ref:
+            try:
+                return store.resolve(key)
+            except (JobNotFound, AmbiguousJob):
+                pass
+        key = key or spellings[0]
+        if not os.path.isabs(key) and os.path.lexists(os.path.join(str(settings.inbox), _name_of(key))):
+            hint = f" {display(key)} is in the inbox but is not a job (yet); `forgesyte why` says why"
+    raise UserError(display(str(first)).rstrip(".") + hint + ".") from None
 
 
 @click.group(cls=ForgesyteGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -136,9 +292,10 @@ def cli(ctx: click.Context, **flags: Any) -> None:
 
 
 def main() -> None:
+    # Whatever the caller's umask, files the daemon or the CLI create are 0640, folders 0750.
     os.umask(0o027)
     cli.main(prog_name="forgesyte")
 
 
 # Register the commands (each module adds its own to `cli`).
-from forgesyte.cli import admin, daemon, jobs, plugins, service  # noqa: E402,F401
+from forgesyte.cli import admin, daemon, follow, jobs, plugins, service  # noqa: E402,F401

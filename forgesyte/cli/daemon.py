@@ -31,15 +31,17 @@ def run(ctx: click.Context, once: bool, workers, plugins, polling, scheduler, lo
         available = probe()
     except DiscoveryFailed as exc:
         raise ConfigFailure(str(exc)) from None
-    for name in sorted(settings.all_plugin_names()):
-        if name not in available:
-            raise ConfigFailure(f"Unknown plugin '{name}'; installed: {', '.join(sorted(available))}.")
-        if available[name]["error"]:
-            raise ConfigFailure(f"Plugin '{name}' cannot be loaded: {available[name]['error']}.")
+    from forgesyte.preflight import check_plugins, summary
+
+    findings = check_plugins(settings, available)
+    if findings.errors:
+        raise ConfigFailure(summary(findings.errors))
     from forgesyte.daemon.systemd import configure_logging
 
     level = getattr(logging, log_level.upper())
     configure_logging(level)
+    for warning in findings.warnings:
+        logging.getLogger("forgesyte.daemon").warning("%s", warning)
     flags = dict(ctx.obj, workers=workers, plugins=plugins, polling=polling, scheduler=scheduler)
     try:
         return Daemon(settings, once=once, log_level=level,

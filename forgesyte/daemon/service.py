@@ -18,7 +18,7 @@ from typing import Callable
 
 from forgesyte import __version__
 from forgesyte.config import ConfigError, Settings
-from forgesyte.daemon import conditions, mailbox
+from forgesyte.daemon import mailbox
 from forgesyte.daemon.executor import Executor, LocalExecutor
 from forgesyte.daemon.intake import Intake
 from forgesyte.daemon.lock import StateLock
@@ -56,10 +56,11 @@ class Daemon:
         self.results = ResultStore(settings.output)
         self.selection = Selection(settings.video_extensions, settings.ignore_patterns)
         self.stopping = False
+        self._stop_now = False  # a second stop signal: skip the grace period
+        self._stop_signal: int | None = None
         self._scan_future: Future | None = None
         self._next_scan = 0.0
         self._inbox_missing = False
-        self._inbox_gone = conditions.Condition("inbox-missing", log, level=logging.ERROR)
         # An inbox that is a mount point at start must stay one: an unmounted
         # share leaves an empty directory behind, which is not the inbox.
         self._inbox_was_mount = os.path.ismount(settings.inbox)
@@ -71,6 +72,12 @@ class Daemon:
             return
         if not self.stopping:
             log.info("received %s; stopping", signal.Signals(signum).name)
+            self._stop_signal = signum
+        elif not self._stop_now:
+            # A second Ctrl-C (or SIGTERM): stop at once; running jobs go back to pending.
+            log.warning("received %s again; stopping now, running jobs go back to pending",
+                        signal.Signals(signum).name)
+            self._stop_now = True
         self.stopping = True
 
     def _executor(self) -> Executor:
@@ -85,7 +92,6 @@ class Daemon:
             raise AlreadyRunning(
                 f"Another ForgeSyte daemon already holds the state folder {self.settings.state}."
             )
-        conditions.publish_to(lambda items: lock.update(conditions=items))  # `doctor` reads them
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         self.store = JobStore(self.settings.state, autoflush=False)
         self.scanner = ThreadPoolExecutor(1, thread_name_prefix="forgesyte-scan")
@@ -100,6 +106,9 @@ class Daemon:
             self.executor = self._executor()
             self.scheduler = Scheduler(self.settings, self.store, self.results, self.inbox,
                                        self.executor, resettle=self.intake.observe)
+            from forgesyte.daemon.why import live_view  # `forgesyte why` asks the intake through this
+            self.scheduler.live = lambda key: live_view(self.intake, key, paused=self._inbox_missing,
+                                                        next_scan=self._next_scan)
             self.scheduler.recover()
             self.watcher.start()
             self._start_scan()
@@ -115,7 +124,6 @@ class Daemon:
             self.notifier.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            conditions.publish_to(None)
             lock.release()
         failed = self.scheduler.failed_this_run if self.scheduler else 0
         return 1 if (self.once and failed) else 0
@@ -132,8 +140,14 @@ class Daemon:
             return
         self.notifier.stopping(f"Stopping: {len(self.executor.running())} running jobs finishing")
         self.watcher.stop()
+        running = len(self.executor.running())
+        if running and not self._stop_now and self.settings.stop_grace > 0:
+            again = (" Press Ctrl-C again to stop at once (they go back to pending)."
+                     if self._stop_signal == signal.SIGINT else "")
+            log.warning("finishing %d running job%s (up to %g s) before stopping.%s", running,
+                        "" if running == 1 else "s", self.settings.stop_grace, again)
         deadline = time.monotonic() + self.settings.stop_grace
-        while self.executor.running() and time.monotonic() < deadline:
+        while self.executor.running() and time.monotonic() < deadline and not self._stop_now:
             for event in self.executor.poll(min(TICK * 4, max(0.0, deadline - time.monotonic()))):
                 self.scheduler.apply(event)
             self.scheduler.flush()
@@ -198,9 +212,13 @@ class Daemon:
         try:
             new = self.reload_settings()
             available = probe()
-            bad = sorted(n for n in new.all_plugin_names() if n not in available or available[n]["error"])
-            if bad:
-                raise ConfigError(f"plugins not available: {', '.join(bad)}")
+            from forgesyte.preflight import check_plugins, summary  # the same checks as `run`
+
+            findings = check_plugins(new, available)
+            if findings.errors:
+                raise ConfigError(summary(findings.errors))
+            for warning in findings.warnings:
+                log.warning("reload: %s", warning)
         except (ConfigError, DiscoveryFailed) as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
             self.notifier.ready(self._status_text())
@@ -229,16 +247,15 @@ class Daemon:
 
     def _maintain(self) -> None:
         present = self._inbox_available()
-        if not present:  # logged once, then a reminder every few minutes (conditions.py)
-            self._inbox_gone.report(f"the inbox {self.settings.inbox} is gone (unmounted?); intake paused "
-                                    "until it returns; no job is failed or re-queued because of it")
         if not present and not self._inbox_missing:
             self._inbox_missing = True
+            log.error("the inbox %s is gone (unmounted?); intake paused until it returns; "
+                      "no job is failed or re-queued because of it", self.settings.inbox)
             self.watcher.stop()
             self.intake.pause()
         elif present and self._inbox_missing:
             self._inbox_missing = False
-            self._inbox_gone.clear(f"the inbox {self.settings.inbox} is back; resuming intake")
+            log.warning("the inbox %s is back; resuming intake", self.settings.inbox)
             self.watcher.start()
             self._start_scan()
         elif present and not self.watcher.healthy():
@@ -267,6 +284,6 @@ class Daemon:
         self._scan_future = self.scanner.submit(self._scan_into_queue, None)
 
     def _scan_into_queue(self, under: str | None) -> None:
-        for key in scan(self.inbox, self.selection, under, coverage=self.watcher.coverage):
+        for key in scan(self.inbox, self.selection, under):
             self.watcher.events.put((FILE, key))
 
