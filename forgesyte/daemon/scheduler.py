@@ -17,10 +17,12 @@ from typing import Any, Callable
 
 from forgesyte.config import Settings
 from forgesyte.daemon import control
+from forgesyte.daemon.conditions import Condition
+from forgesyte.daemon.diskspace import OutputGate, is_disk_error
 from forgesyte.daemon.executor import Done, Event, Executor, Progress
 from forgesyte.storage.ids import seconds_until, utc_in
 from forgesyte.storage.jobs import COMPLETED, FAILED, PENDING, RUNNING, JobNotFound, JobStore, public_record
-from forgesyte.storage.paths import Root, UnsafeKey
+from forgesyte.storage.paths import Root, UnsafeKey, redact
 from forgesyte.storage.results import ResultsMissing, ResultStore
 
 log = logging.getLogger("forgesyte.daemon")
@@ -45,8 +47,10 @@ class Scheduler:
         self._created_since_flush: set[str] = set()
         self._last_flush = 0.0
         self._flush_every = 0.02  # adapts to 10x the cost of a flush, so writing stays <10% of time
-        self._next_prune = 0.0
         self.live: Callable[[str], dict[str, Any]] | None = None  # the intake's view of a key (`why`)
+        self._next_prune = 0.0
+        self.disk = OutputGate(results.root)  # a full or read-only output pauses dispatch (diskspace.py)
+        self._store_trouble = Condition("state-write", log, level=logging.ERROR)  # logged once, not per try
 
     # -- the store's writes ----------------------------------------------------
     def flush(self, force: bool = False) -> None:
@@ -58,8 +62,11 @@ class Scheduler:
                 cost = time.monotonic() - now
                 self._flush_every = min(1.0, max(0.02, 10 * cost))
         except OSError as exc:
-            log.error("cannot write the job store (%s); will retry", exc)
+            self._store_trouble.report(f"cannot write the job store ({redact(exc, self.settings.state)}); "
+                                       "retrying every second; the daemon keeps what it has in memory")
+            self._last_flush, self._flush_every = now, 1.0
             return
+        self._store_trouble.clear("the job store is written again")
         self._last_flush = now
         self._created_since_flush.clear()
 
@@ -126,7 +133,7 @@ class Scheduler:
     def dispatch(self) -> None:
         while self.delayed and self.delayed[0][0] <= time.monotonic():
             self.pending[heapq.heappop(self.delayed)[1]] = None
-        if self.paused:
+        if self.paused or not self.disk.ready():
             return
         if self.parked and not self._inbox_empty():
             for job_id in self.parked:
@@ -205,10 +212,18 @@ class Scheduler:
         except (ResultsMissing, UnsafeKey):
             return False
         folder = ResultStore.job_folder_key(job["input"], job["id"])
-        key = self.results.write(folder, {
-            "job_id": job["id"], "input": job["input"],
-            "duplicate_of": original["id"], "plugins": document.get("plugins", {}),
-        })
+        try:
+            key = self.results.write(folder, {
+                "job_id": job["id"], "input": job["input"],
+                "duplicate_of": original["id"], "plugins": document.get("plugins", {}),
+            })
+        except OSError as exc:
+            if not is_disk_error(exc):
+                raise
+            self._wait_for_room(job, f"The output folder cannot be written ({os.strerror(exc.errno)}), "
+                                     "so this duplicate's results could not be written; "
+                                     "the job waits until there is room.")
+            return True
         self.finish(job["id"], COMPLETED, key, None)
         return True
 
@@ -229,6 +244,9 @@ class Scheduler:
             return
         assert isinstance(event, Done)
         outcome = event.outcome
+        if outcome.get("storage"):  # the output is full or read-only: wait for room, use no attempt
+            self._wait_for_room(job, outcome["storage"])
+            return
         if outcome["status"] == FAILED and outcome.get("transient"):
             if job["attempts"] < self.settings.max_attempts:
                 wait = self.settings.retry_backoff * 2 ** (job["attempts"] - 1)
@@ -240,8 +258,17 @@ class Scheduler:
                 return
         self.finish(event.job_id, outcome["status"], outcome.get("output"), outcome.get("error"))
 
+    def _wait_for_room(self, job: dict[str, Any], sentence: str) -> None:
+        """Back to pending (no attempt used), dispatch paused until the output takes writes."""
+        if job["status"] == RUNNING:
+            job = self.store.requeue(job["id"], count_attempt=False, error=sentence)
+        self.disk.block(sentence)
+        heapq.heappush(self.delayed, (time.monotonic() + self.disk.backoff(job["id"]), job["id"]))
+        log.info("job %s %s: back to pending until the output folder takes writes", job["id"], job["input"])
+
     def finish(self, job_id: str, status: str, output: str | None, error: str | None) -> None:
         self._progress_written.pop(job_id, None)
+        self.disk.forget(job_id)
         if status == COMPLETED:
             job = self.store.complete(job_id, output)
             log.info("job %s %s: completed", job_id, job["input"])

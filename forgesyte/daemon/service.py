@@ -18,7 +18,7 @@ from typing import Callable
 
 from forgesyte import __version__
 from forgesyte.config import ConfigError, Settings
-from forgesyte.daemon import mailbox
+from forgesyte.daemon import conditions, mailbox
 from forgesyte.daemon.executor import Executor, LocalExecutor
 from forgesyte.daemon.intake import Intake
 from forgesyte.daemon.lock import StateLock
@@ -61,6 +61,7 @@ class Daemon:
         self._scan_future: Future | None = None
         self._next_scan = 0.0
         self._inbox_missing = False
+        self._inbox_gone = conditions.Condition("inbox-missing", log, level=logging.ERROR)
         # An inbox that is a mount point at start must stay one: an unmounted
         # share leaves an empty directory behind, which is not the inbox.
         self._inbox_was_mount = os.path.ismount(settings.inbox)
@@ -92,6 +93,7 @@ class Daemon:
             raise AlreadyRunning(
                 f"Another ForgeSyte daemon already holds the state folder {self.settings.state}."
             )
+        conditions.publish_to(lambda items: lock.update(conditions=items))  # `doctor` reads them
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         self.store = JobStore(self.settings.state, autoflush=False)
         self.scanner = ThreadPoolExecutor(1, thread_name_prefix="forgesyte-scan")
@@ -124,6 +126,7 @@ class Daemon:
             self.notifier.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            conditions.publish_to(None)
             lock.release()
         failed = self.scheduler.failed_this_run if self.scheduler else 0
         return 1 if (self.once and failed) else 0
@@ -247,15 +250,16 @@ class Daemon:
 
     def _maintain(self) -> None:
         present = self._inbox_available()
+        if not present:  # logged once, then a reminder every few minutes (conditions.py)
+            self._inbox_gone.report(f"the inbox {self.settings.inbox} is gone (unmounted?); intake paused "
+                                    "until it returns; no job is failed or re-queued because of it")
         if not present and not self._inbox_missing:
             self._inbox_missing = True
-            log.error("the inbox %s is gone (unmounted?); intake paused until it returns; "
-                      "no job is failed or re-queued because of it", self.settings.inbox)
             self.watcher.stop()
             self.intake.pause()
         elif present and self._inbox_missing:
             self._inbox_missing = False
-            log.warning("the inbox %s is back; resuming intake", self.settings.inbox)
+            self._inbox_gone.clear(f"the inbox {self.settings.inbox} is back; resuming intake")
             self.watcher.start()
             self._start_scan()
         elif present and not self.watcher.healthy():
@@ -284,6 +288,6 @@ class Daemon:
         self._scan_future = self.scanner.submit(self._scan_into_queue, None)
 
     def _scan_into_queue(self, under: str | None) -> None:
-        for key in scan(self.inbox, self.selection, under):
+        for key in scan(self.inbox, self.selection, under, coverage=self.watcher.coverage):
             self.watcher.events.put((FILE, key))
 
