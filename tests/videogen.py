@@ -8,6 +8,7 @@ known frames.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -72,3 +73,82 @@ def make_video(path: Path, spec: VideoSpec,
             for packet in astream.encode():
                 container.mux(packet)
     return path
+
+
+def transcode(source: Path, dest: Path, *, width: int | None = None, height: int | None = None,
+              codec: str = "libx264", start_s: float = 0.0, bit_rate: int | None = None) -> Path:
+    """Re-encode a video the way copies of it get made: another codec or bit rate, resized
+    (by FFmpeg's scaler), trimmed at the start. Audio is dropped."""
+    dest = Path(dest)
+    with av.open(str(source)) as src, av.open(str(dest), "w") as out:
+        vin = src.streams.video[0]
+        rate = vin.average_rate or 25
+        vout = out.add_stream(codec, rate=rate)
+        vout.width = width or vin.codec_context.width
+        vout.height = height or vin.codec_context.height
+        vout.pix_fmt = "yuv420p"
+        if bit_rate:
+            vout.bit_rate = bit_rate
+        written = 0
+        for frame in src.decode(vin):
+            if frame.time is not None and frame.time + 1e-6 < start_s:
+                continue
+            image = frame.reformat(width=vout.width, height=vout.height, format="yuv420p")
+            image.pts, image.time_base = written, Fraction(1, 1) / rate
+            written += 1
+            for packet in vout.encode(image):
+                out.mux(packet)
+        for packet in vout.encode():
+            out.mux(packet)
+    return dest
+
+
+def text_frame(lines: list[str], spec: VideoSpec, background: int = 25) -> np.ndarray:
+    """A plain frame with lines of large white text (for OCR), drawn by OpenCV."""
+    import cv2
+
+    image = np.full((spec.height, spec.width, 3), background, dtype=np.uint8)
+    scale = spec.width / 640
+    for i, line in enumerate(lines):
+        y = int(spec.height * (0.35 + 0.25 * i))
+        cv2.putText(image, line, (int(40 * scale), y), cv2.FONT_HERSHEY_SIMPLEX, 1.4 * scale,
+                    (255, 255, 255), max(2, int(3 * scale)), cv2.LINE_AA)
+    return image
+
+
+def with_audio(video: Path, audio: Path | None, dest: Path) -> Path:
+    """`video`'s picture (copied, not re-encoded) with the sound of `audio` (any file FFmpeg
+    reads, e.g. a WAV from espeak-ng) encoded as AAC; None: with silence of the same length."""
+    dest = Path(dest)
+    with av.open(str(video)) as vsrc, av.open(str(dest), "w") as out:
+        vin = vsrc.streams.video[0]
+        vout = out.add_stream_from_template(vin)
+        duration = float(vsrc.duration / 1_000_000) if vsrc.duration else 0.0
+        aout = out.add_stream("aac", rate=48000)
+        aout.layout = "mono"
+        resampler = av.AudioResampler(format="fltp", layout="mono", rate=48000)
+        samples = []
+        if audio is not None:
+            with av.open(str(audio)) as asrc:
+                for frame in asrc.decode(asrc.streams.audio[0]):
+                    samples.extend(f.to_ndarray()[0] for f in resampler.resample(frame))
+                samples.extend(f.to_ndarray()[0] for f in resampler.resample(None))
+        signal = np.concatenate(samples) if samples else np.zeros(0, np.float32)
+        total = int(48000 * duration)
+        signal = np.pad(signal[:total], (0, max(0, total - len(signal)))).astype(np.float32)
+        for packet in vsrc.demux(vin):
+            if packet.dts is None:
+                continue
+            packet.stream = vout
+            out.mux(packet)
+        for start in range(0, total, 1024):
+            part = signal[start:start + 1024]
+            part = np.pad(part, (0, 1024 - len(part)))
+            frame = av.AudioFrame.from_ndarray(part[None, :], format="fltp", layout="mono")
+            frame.sample_rate = 48000
+            frame.pts = start
+            for packet in aout.encode(frame):
+                out.mux(packet)
+        for packet in aout.encode():
+            out.mux(packet)
+    return dest

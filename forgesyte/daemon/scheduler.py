@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable
 
 from forgesyte.config import Settings
+from forgesyte import similar
 from forgesyte.daemon import control
 from forgesyte.daemon.conditions import Condition
 from forgesyte.daemon.diskspace import OutputGate, is_disk_error
@@ -272,6 +273,7 @@ class Scheduler:
         if status == COMPLETED:
             job = self.store.complete(job_id, output)
             log.info("job %s %s: completed", job_id, job["input"])
+            similar.job_completed(self.settings.state, self.store, self.results, job)  # `forgesyte similar`
         else:
             job = self.store.fail(job_id, error or "The job failed.", output)
             self.failed_this_run += 1

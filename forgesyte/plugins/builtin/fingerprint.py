@@ -33,7 +33,7 @@ class FingerprintPlugin(FramePlugin):
     version = "1.0"
     description = "Perceptual hashes (64-bit DCT) of frames sampled over time, for `forgesyte similar`."
     options = {
-        "interval_s": Option(float, 1.0, "seconds between hashed frames", min=0.05, max=60),
+        "interval_s": Option(float, 0.5, "seconds between hashed frames", min=0.05, max=60),
         "flat_below": Option(float, 6.0, "skip frames whose grey levels vary less than this (std)",
                              min=0, max=128),
     }
