@@ -23,7 +23,7 @@ def test_example_plugin_installs_and_runs_through_the_daemon(home, tmp_path):
     home.config.write_text(home.config.read_text() + "\n[plugin.brightness]\nevery = 2\n")
 
     listed = {p["name"]: p for p in home.json("plugins")}
-    assert listed["brightness"]["version"] == "1.0.0" and listed["brightness"]["error"] is None
+    assert listed["brightness"]["version"] == "1.1.0" and listed["brightness"]["error"] is None
 
     grey = make_video(tmp_path / "grey.mp4", VideoSpec(width=160, height=120, fps=10, seconds=2.0, audio=None),
                       lambda i, s: __import__("numpy").full((s.height, s.width, 3), 100, dtype="uint8"))
