@@ -37,6 +37,7 @@ from forgesyte.plugins.base import Context, PluginError, is_frame_plugin
 from forgesyte.plugins.options import defaults_of
 from forgesyte.plugins.pipeline import Consumer, run_pass
 from forgesyte.storage.layout import newest_file
+from forgesyte.storage.paths import redact
 from forgesyte.storage.results import finished_record
 
 PROGRESS_EVERY = 0.5  # seconds between progress messages
@@ -191,6 +192,7 @@ def _run(task: dict[str, Any], names: list[str], infos: dict[str, Any], inbox, r
                 if is_disk_error(c.error):
                     raise c.error
                 errors.append((c.name, *failure_text(c.name, c.error)))
+        errors[:] = [(n, redact(t, inbox, results.root), tr) for n, t, tr in errors]  # keys, not paths
         for name, sentence, _ in errors:
             document["plugins"][name] = {"error": sentence}
         if errors:
