@@ -116,9 +116,10 @@ def text_frame(lines: list[str], spec: VideoSpec, background: int = 25) -> np.nd
     return image
 
 
-def with_audio(video: Path, audio: Path | None, dest: Path) -> Path:
+def with_audio(video: Path, audio: Path | None, dest: Path, offset_s: float = 0.0) -> Path:
     """`video`'s picture (copied, not re-encoded) with the sound of `audio` (any file FFmpeg
-    reads, e.g. a WAV from espeak-ng) encoded as AAC; None: with silence of the same length."""
+    reads, e.g. a WAV from espeak-ng) starting at `offset_s`, silence around it, encoded as
+    AAC; None: silence all through."""
     dest = Path(dest)
     with av.open(str(video)) as vsrc, av.open(str(dest), "w") as out:
         vin = vsrc.streams.video[0]
@@ -133,7 +134,7 @@ def with_audio(video: Path, audio: Path | None, dest: Path) -> Path:
                 for frame in asrc.decode(asrc.streams.audio[0]):
                     samples.extend(f.to_ndarray()[0] for f in resampler.resample(frame))
                 samples.extend(f.to_ndarray()[0] for f in resampler.resample(None))
-        signal = np.concatenate(samples) if samples else np.zeros(0, np.float32)
+        signal = np.concatenate([np.zeros(int(48000 * offset_s), np.float32), *samples])
         total = int(48000 * duration)
         signal = np.pad(signal[:total], (0, max(0, total - len(signal)))).astype(np.float32)
         for packet in vsrc.demux(vin):
