@@ -25,6 +25,7 @@ class VideoSpec:
     seconds: float = 2.0
     audio: str | None = "aac"
     sample_rate: int = 48000
+    gop: int | None = None  # keyframe interval in frames (None: the encoder's default)
 
     @property
     def frames(self) -> int:
@@ -46,6 +47,8 @@ def make_video(path: Path, spec: VideoSpec,
         vstream = container.add_stream(spec.codec, rate=spec.fps)
         vstream.width, vstream.height = spec.width, spec.height
         vstream.pix_fmt = "yuv420p"
+        if spec.gop:
+            vstream.codec_context.gop_size = spec.gop
         astream = None
         if spec.audio:
             astream = container.add_stream(spec.audio, rate=spec.sample_rate)

@@ -168,14 +168,16 @@ def video_info(path: Path) -> VideoInfo:
 
 
 def run_pass(path: Path, consumers: list[Consumer], progress: Callable[[float], None],
-             stuck: Callable[[str], None]) -> None:
-    """Feed every consumer; on return each has `section` or `error` set."""
+             stuck: Callable[[str], None]) -> dict[str, Any]:
+    """Feed every consumer; on return each has `section` or `error` set. Returns what the
+    pass did: {"mode": "dense"|"sparse"|"audio", "decoded": frames, "seeks": n}."""
+    stats: dict[str, Any] = {"mode": "audio", "decoded": 0, "seeks": 0}
     try:
         info = video_info(path)
     except PluginError as exc:
         for c in consumers:
             c.error, c.finished = exc, True
-        return
+        return stats
     for c in consumers:
         try:
             c.request = c.plugin.wants(info, c.ctx)
@@ -198,7 +200,7 @@ def run_pass(path: Path, consumers: list[Consumer], progress: Callable[[float], 
     monitor.start()
     try:
         if watchers:
-            _video_pass(path, info, watchers, progress)
+            _video_pass(path, info, watchers, progress, stats)
         for c in live:
             if c not in listeners:
                 c.feed(_END)
@@ -209,6 +211,7 @@ def run_pass(path: Path, consumers: list[Consumer], progress: Callable[[float], 
     finally:
         done.set()
         monitor.join()
+    return stats
 
 
 def run_alone(plugin: Any, path: Path, ctx: Context) -> Any:
@@ -239,7 +242,8 @@ def _fail_all(consumers: list[Consumer], error: BaseException) -> None:
         c.feed(error)
 
 
-def _video_pass(path: Path, info: VideoInfo, consumers: list[Consumer], progress: Callable[[float], None]) -> None:
+def _video_pass(path: Path, info: VideoInfo, consumers: list[Consumer], progress: Callable[[float], None],
+                stats: dict[str, Any]) -> None:
     try:
         container, stream = open_video(path)
     except PluginError as exc:
@@ -249,10 +253,8 @@ def _video_pass(path: Path, info: VideoInfo, consumers: list[Consumer], progress
     with container:
         try:
             sparse = duration > 0 and not any(c.request.every_frame for c in consumers)
-            if sparse:
-                _sparse(container, stream, info, consumers, progress)
-            else:
-                _dense(container, stream, info, consumers, progress)
+            stats["mode"] = "sparse" if sparse else "dense"
+            (_sparse if sparse else _dense)(container, stream, info, consumers, progress, stats)
         except av.error.FFmpegError as exc:
             _fail_all(consumers, PluginError(f"The video stream cannot be decoded ({reason(exc)})."))
 
@@ -263,11 +265,12 @@ def _deliver(consumers: list[Consumer], frame, index: int, t: float, first: floa
             c.feed(Frame(frame, index, t, c.request, c.formatters))
 
 
-def _dense(container, stream, info: VideoInfo, consumers: list[Consumer], progress) -> None:
+def _dense(container, stream, info: VideoInfo, consumers: list[Consumer], progress, stats) -> None:
     first = None
     last = None
     index = -1
     for index, frame in enumerate(container.decode(stream)):
+        stats["decoded"] += 1
         t = frame_time(frame, stream)
         first = t if first is None else first
         _deliver(consumers, frame, index, t, first)
@@ -290,7 +293,7 @@ def _flush_targets(consumers: list[Consumer], last, index: int, stream) -> None:
             c.feed(Frame(last, index, t, c.request, c.formatters))
 
 
-def _sparse(container, stream, info: VideoInfo, consumers: list[Consumer], progress) -> None:
+def _sparse(container, stream, info: VideoInfo, consumers: list[Consumer], progress, stats) -> None:
     """Only some frames are wanted: seek to each wanted time unless decoding on is cheaper."""
     fps = info.fps or 25.0
     duration = info.duration_s or 0.0
@@ -307,6 +310,7 @@ def _sparse(container, stream, info: VideoInfo, consumers: list[Consumer], progr
     first = None
     last = None
     frames = None
+    landed = True
     for target in order:
         if all(c.finished for c in consumers):
             return
@@ -316,9 +320,16 @@ def _sparse(container, stream, info: VideoInfo, consumers: list[Consumer], progr
             offset = int(target / stream.time_base) + (stream.start_time or 0)
             container.seek(offset, stream=stream, backward=True, any_frame=False)
             frames = container.decode(stream)
+            stats["seeks"] += 1
             last_key = None
+            landed = False
         for frame in frames:
+            stats["decoded"] += 1
             t = frame_time(frame, stream)
+            if not landed:  # where the seek landed: behind us means keyframes are far apart
+                landed = True
+                if t < position:
+                    gop = max(gop, target - t)
             if frame.key_frame:
                 if last_key is not None:
                     gop = max(gop, t - last_key)
