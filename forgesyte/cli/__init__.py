@@ -127,12 +127,12 @@ def _store(settings: Settings):
     """A read-only snapshot of the job store (an EmptyStore when there is no state folder)."""
     if not settings.state.is_dir():
         return EmptyStore()
+    from forgesyte.storage.errors import StateError
     from forgesyte.storage.jobs import JobStore
-    from forgesyte.storage.tinystore import StoreCorrupt
 
     try:
         return JobStore(settings.state, readonly=True)
-    except StoreCorrupt as exc:
+    except StateError as exc:
         raise UserError(str(exc)) from None
 
 
@@ -298,4 +298,4 @@ def main() -> None:
 
 
 # Register the commands (each module adds its own to `cli`).
-from forgesyte.cli import admin, analysis, daemon, follow, jobs, plugins, service  # noqa: E402,F401
+from forgesyte.cli import admin, analysis, daemon, follow, jobs, plugins, service, state  # noqa: E402,F401

@@ -6,8 +6,11 @@ import logging
 
 import click
 
-from forgesyte.cli import ConfigFailure, _ready_dirs, _settings, cli
+from forgesyte.cli import ConfigFailure, UserError, _ready_dirs, _settings, cli
 from forgesyte.config import load_settings
+from forgesyte.storage.errors import StateError
+
+EXIT_STATE = 3  # the state is damaged: `forgesyte fsck --repair`
 
 
 @cli.command()
@@ -48,5 +51,11 @@ def run(ctx: click.Context, once: bool, workers, plugins, polling, scheduler, lo
                       reload=lambda: load_settings(flags)).run()
     except AlreadyRunning as exc:
         raise ConfigFailure(str(exc)) from None
+    except StateError as exc:  # a damaged state it cannot repair without risk: exit 3, no restart
+        raise StateFailure(str(exc)) from None
+
+
+class StateFailure(UserError):
+    exit_code = EXIT_STATE
 
 

@@ -80,7 +80,7 @@ class Scheduler:
         Jobs left running go back to pending, until they run out of attempts.
         """
         for job in self.store.with_status(RUNNING, PENDING):
-            outcome = self.results.outcome(ResultStore.job_folder_key(job["input"], job["id"]), job["id"])
+            outcome = self.results.outcome(ResultStore.job_folder_key(job["input"], job["id"]), job)
             if outcome is None:
                 continue
             status, key, error = outcome
@@ -91,7 +91,7 @@ class Scheduler:
             log.info("job %s %s: %s (found its results on disk)", job["id"], job["input"], status)
         for job in self.store.with_status(RUNNING):
             if job["attempts"] >= self.settings.max_attempts:
-                self.store.fail(job["id"], (
+                self.finish(job["id"], FAILED, None, (
                     f"Gave up after {job['attempts']} attempts: the daemon stopped "
                     "while this job was running each time."
                 ))
@@ -212,12 +212,9 @@ class Scheduler:
             document = self.results.read(original["output"])
         except (ResultsMissing, UnsafeKey):
             return False
-        folder = ResultStore.job_folder_key(job["input"], job["id"])
-        try:
-            key = self.results.write(folder, {
-                "job_id": job["id"], "input": job["input"],
-                "duplicate_of": original["id"], "plugins": document.get("plugins", {}),
-            })
+        try:  # the document carries the duplicate's record, like every finished job's
+            key = self.results.write_finished(job, COMPLETED, None, plugins=document.get("plugins", {}),
+                                              duplicate_of=original["id"])
         except OSError as exc:
             if not is_disk_error(exc):
                 raise
@@ -275,6 +272,12 @@ class Scheduler:
             log.info("job %s %s: completed", job_id, job["input"])
             similar.job_completed(self.settings.state, self.store, self.results, job)  # `forgesyte similar`
         else:
+            if output is None:  # finished without a worker: its results document carries the record
+                try:
+                    output = self.results.write_finished(self.store.get(job_id), FAILED,
+                                                         error or "The job failed.")
+                except (OSError, UnsafeKey) as exc:
+                    log.warning("job %s: could not write its results document (%s)", job_id, exc)
             job = self.store.fail(job_id, error or "The job failed.", output)
             self.failed_this_run += 1
             log.warning("job %s %s: failed: %s", job_id, job["input"], job["error"])

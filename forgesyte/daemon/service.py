@@ -27,7 +27,7 @@ from forgesyte.daemon.selection import Selection
 from forgesyte.daemon.systemd import Notifier
 from forgesyte.daemon.watch import FILE, InboxWatcher, scan
 from forgesyte.daemon.workers import WorkerPool
-from forgesyte.storage.jobs import JobStore
+from forgesyte.storage.recovery import open_daemon_store
 from forgesyte.storage.paths import Root
 from forgesyte.storage.results import ResultStore
 
@@ -95,7 +95,8 @@ class Daemon:
             )
         conditions.publish_to(lambda items: lock.update(conditions=items))  # `doctor` reads them
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-        self.store = JobStore(self.settings.state, autoflush=False)
+        # Repairs what provably loses nothing; StateError (run exits 3) when the state is damaged.
+        self.store = open_daemon_store(self.settings.state, self.settings.output)
         self.scanner = ThreadPoolExecutor(1, thread_name_prefix="forgesyte-scan")
         self.intake = Intake(self.settings, self.inbox, self.store,
                              scan_dir=lambda key: self.scanner.submit(self._scan_into_queue, key))

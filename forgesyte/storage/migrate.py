@@ -20,10 +20,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from forgesyte.storage import chunks, journal
-from forgesyte.storage.chunks import CHUNK_SIZE, PRUNED, Manifest, count_statuses
+from forgesyte.storage import chunks
+from forgesyte.storage.chunks import PRUNED
 from forgesyte.storage.errors import StateDamaged
-from forgesyte.storage.index import Index
 
 log = logging.getLogger("forgesyte.storage")
 OLD_FILES = ("jobs.json", "archive", "index")
@@ -88,24 +87,8 @@ def _old_index_entries(state_dir: Path) -> list[dict[str, Any]]:
     return found
 
 
-def write_store(state_dir: Path, records: list[dict[str, Any]], gen: int) -> Manifest:
-    """A complete new store from records (sorted by id): chunks, journal, index, then the
-    manifest that commits them. Used by the conversion and by `fsck --repair`."""
-    os.makedirs(chunks.jobs_dir(state_dir), mode=0o750, exist_ok=True)
-    entries = [chunks.write_chunk(state_dir, records[i:i + CHUNK_SIZE], gen)
-               for i in range(0, len(records), CHUNK_SIZE)]
-    index = Index.rebuild(state_dir, records)
-    index.compact(gen)
-    name = chunks.journal_name(gen)
-    journal.create(chunks.jobs_dir(state_dir) / name, gen)
-    counts = {k: v for k, v in count_statuses(records).items() if k != PRUNED}
-    floor = records[-1]["id"] if records else None
-    manifest = Manifest(gen=gen, seq=0, floor=floor, journal=name, chunks=entries, retired=[], counts=counts)
-    chunks.write_manifest(state_dir, manifest)
-    return manifest
-
-
 def migrate_v1(state_dir: Path) -> None:
+    from forgesyte.storage.rebuild import write_store
     from forgesyte.storage.recovery import quarantine
 
     records = read_v1(state_dir)

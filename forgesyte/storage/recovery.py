@@ -454,3 +454,40 @@ def _repair_events(state_dir: Path, rel: str, finding: Finding) -> None:
         atomic_write_bytes(path, b"".join(recordlog.encode(r) for r in good))
     else:
         quarantine(state_dir, rel, finding.problem)
+
+
+def open_daemon_store(state_dir: Path | str, output_dir: Path | str):
+    """The daemon's JobStore (no autoflush), after the repairs that lose nothing.
+
+    Raises StateError (`run` exits 3) when the state is damaged, and also when it is
+    empty while the output folder holds results documents with job records: starting
+    afresh would take every input again and forget that history, while
+    `forgesyte fsck --repair` rebuilds the records from those documents."""
+    from forgesyte.storage.jobs import JobStore
+
+    state_dir = Path(state_dir)
+    if chunks.read_manifest(state_dir) is None and not (state_dir / V1_FILE).exists():
+        _no_manifest(state_dir)
+        job_id = _first_results_record(Path(output_dir))
+        if job_id is not None:
+            raise StateDamaged(chunks.rel(MANIFEST), "is missing while the output folder holds results "
+                               f"documents of earlier jobs (e.g. job {job_id}); to rebuild the records "
+                               "from them")
+    return JobStore(state_dir, autoflush=False)
+
+
+def _first_results_record(output_dir: Path) -> str | None:
+    import json
+
+    from forgesyte.storage.results import RESULTS_NAME
+
+    for folder, _dirs, files in os.walk(output_dir):
+        if RESULTS_NAME in files:
+            try:
+                with open(Path(folder) / RESULTS_NAME, "rb") as fh:
+                    document = json.load(fh)
+            except (OSError, ValueError):
+                continue
+            if isinstance(document, dict) and isinstance(document.get("job"), dict):
+                return str(document.get("job_id"))
+    return None

@@ -28,15 +28,25 @@ class ResultsMissing(LookupError):
     pass
 
 
+def _public(job: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in job.items() if k not in ("mtime_ns", "run")}
+
+
 def finished_record(record: dict[str, Any], status: str, error: str | None, output_key: str | None,
                     finished_at: str | None = None) -> dict[str, Any]:
     """The job's record as it stands once the job is finished: embedded in the results
-    document (as "job"), so the store's history can be rebuilt from the output folder."""
+    document (as "job"), so the store's history can be rebuilt from the output folder.
+
+    `record` is the job as it was claimed (or, for a job finished without a worker,
+    as it is now); the finish is one more transition, so `rev` goes up by one, as it
+    will in the store. A document whose record has a higher `rev` than the store's
+    is newer than the store (a completion a crash kept from the store); one with a
+    lower or equal `rev` is older (the job was retried or requeued since)."""
     from forgesyte.storage.ids import utc_now
 
     return {**record, "status": status, "error": error, "output": output_key,
             "progress": 100 if status == "completed" else record.get("progress", 0),
-            "finished_at": finished_at or utc_now()}
+            "finished_at": finished_at or utc_now(), "rev": int(record.get("rev", 0) or 0) + 1}
 
 
 class ResultStore:
@@ -71,15 +81,37 @@ class ResultStore:
         atomic_write_json(self.root.path_for(key), document)
         return key
 
-    def outcome(self, folder_key: str, job_id: str) -> tuple[str, str, str | None] | None:
-        """(status, results key, error) if this job's results document is on disk."""
+    def write_finished(self, job: dict[str, Any], status: str, error: str | None,
+                       plugins: dict[str, Any] | None = None, duplicate_of: str | None = None) -> str:
+        """The results document of a job finished without running its plugins here (input
+        vanished, a duplicate of a failed original, a duplicate reusing a result, cancel):
+        every finished job has one, carrying its record, so the store can be rebuilt from
+        the output folder. Returns its key (the record's `output`)."""
+        folder = self.job_folder_key(job["input"], job["id"])
+        key = self.results_key(folder)
+        document: dict[str, Any] = {"job_id": job["id"], "input": job["input"]}
+        if duplicate_of:
+            document["duplicate_of"] = duplicate_of
+        document["plugins"] = plugins or {}
+        document["job"] = finished_record(_public(job), status, error, key)
+        return self.write(folder, document)
+
+    def outcome(self, folder_key: str, job: dict[str, Any] | str) -> tuple[str, str, str | None] | None:
+        """(status, results key, error) if this job's results document is on disk and newer
+        than `job` (the store's record; given only an id, any document of that job counts)."""
         key = f"{folder_key}/{RESULTS_NAME}"
         try:
             document = self.read(key)
         except (ResultsMissing, ValueError):
             return None
-        if document.get("job_id") != job_id:
+        job_id = job if isinstance(job, str) else job["id"]
+        if not isinstance(document, dict) or document.get("job_id") != job_id:
             return None
+        record = document.get("job")
+        if isinstance(record, dict) and record.get("status") in ("completed", "failed"):
+            if not isinstance(job, str) and "rev" in record and record["rev"] <= job.get("rev", 0):
+                return None  # from an earlier attempt: the job was requeued or retried since
+            return record["status"], key, record.get("error")
         errors = [s["error"] for s in document.get("plugins", {}).values()
                   if isinstance(s, dict) and set(s) == {"error"}]
         return ("failed", key, errors[0]) if errors else ("completed", key, None)
