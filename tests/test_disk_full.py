@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,41 @@ def test_read_only_output_pauses_until_remounted(home, videos, small_output):
     assert job["status"] == "completed", job
     assert proc.poll() is None
     assert home.stop(proc) == 0
+
+
+def test_full_state_disk_is_logged_once_not_per_retry(home, videos, tmp_path):
+    """The daemon retries state writes at every flush (20 times a second when busy): the log
+    says each ongoing write trouble once, not once per retry, and says when it clears."""
+    state = tmp_path / "small-state"
+    _mount_tmpfs(state, "4m")
+    try:
+        home.config.write_text(f'settle_seconds = 0.3\nscan_interval = 60\nstop_grace = 0.5\n'
+                               f'state = "{state}"\n')
+        proc = home.start()
+        filler = _fill(state)
+        data = videos["clip.mp4"].read_bytes()
+        for i in range(3):
+            (home.inbox / f"s{i}.mp4").write_bytes(data + b"%d" % i)
+        wait_until(lambda: "No space left on device" in home.log_text(), 60, "a state write to fail")
+        time.sleep(3)  # the daemon keeps retrying meanwhile: the log must not grow with it
+
+        def trouble() -> list[str]:
+            return [line.split(": ", 1)[1] for line in home.log_text().splitlines()
+                    if "No space left on device" in line]
+        lines = trouble()
+        assert lines and len(lines) == len(set(lines)), lines  # each condition once
+        assert proc.poll() is None
+        filler.unlink()
+        for extra in state.glob("filler-*"):
+            extra.unlink()
+        for i in range(3):
+            assert home.wait_status(f"s{i}.mp4")["status"] == "completed"
+        wait_until(lambda: "written again" in home.log_text(), 30, "the line saying it cleared")
+        assert trouble() == lines
+        assert home.stop(proc) == 0
+    finally:
+        for proc in home.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        subprocess.run(["umount", "-l", str(state)], capture_output=True)

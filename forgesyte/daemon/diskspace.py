@@ -30,7 +30,7 @@ import os
 import time
 from typing import Any
 
-from forgesyte.daemon.conditions import Condition
+from forgesyte.conditions import Condition
 from forgesyte.storage import layout
 from forgesyte.storage.paths import Root, UnsafeKey, redact
 

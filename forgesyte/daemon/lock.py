@@ -85,7 +85,7 @@ class StateLock:
 
 def daemon_info(state_dir: Path | str) -> dict[str, Any]:
     """{"running": bool, "pid": int|None, "since": str|None, "conditions": [...]} without
-    disturbing the daemon (conditions: what it lives with now, see daemon/conditions.py)."""
+    disturbing the daemon (conditions: what it lives with now, see forgesyte/conditions.py)."""
     path = Path(state_dir) / LOCK_NAME
     try:
         fd = os.open(path, os.O_RDONLY)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from forgesyte.config import Settings
 from forgesyte import similar
 from forgesyte.daemon import control
-from forgesyte.daemon.conditions import Condition
+from forgesyte.conditions import Condition
 from forgesyte.daemon.diskspace import OutputGate, is_disk_error
 from forgesyte.daemon.executor import Done, Event, Executor, Progress
 from forgesyte.storage.ids import seconds_until, utc_in

@@ -18,7 +18,8 @@ from typing import Callable
 
 from forgesyte import __version__
 from forgesyte.config import ConfigError, Settings
-from forgesyte.daemon import conditions, mailbox
+from forgesyte import conditions
+from forgesyte.daemon import mailbox
 from forgesyte.daemon.executor import Executor, LocalExecutor
 from forgesyte.daemon.intake import Intake
 from forgesyte.daemon.lock import StateLock

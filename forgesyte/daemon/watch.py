@@ -28,7 +28,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from forgesyte.daemon.conditions import Condition
+from forgesyte.conditions import Condition
 from forgesyte.daemon.selection import Selection
 from forgesyte.storage.paths import Root, UnsafeKey, key_from_name
 

@@ -34,6 +34,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
+from forgesyte.conditions import Condition
 from forgesyte.storage import chunks, journal
 from forgesyte.storage.chunks import CHUNK_SIZE, PRUNED, Manifest
 from forgesyte.storage.errors import StateDamaged
@@ -60,6 +61,9 @@ CACHE_CHUNKS = 8
 INTERNAL_FIELDS = ("mtime_ns", "run")
 T = TypeVar("T")
 log = logging.getLogger("forgesyte.storage")
+# Ongoing write trouble is logged when it starts, as a reminder, and when it clears.
+_EVENTS_TROUBLE = Condition("event-log-write", log)
+_CHECKPOINT_TROUBLE = Condition("checkpoint-write", log)
 
 
 class JobNotFound(LookupError):
@@ -463,15 +467,17 @@ class JobStore:
             self._unflushed.clear()
         try:
             self._events.flush()
+            _EVENTS_TROUBLE.clear("the event log is written again")
         except OSError as exc:  # history only; kept in memory and tried again next flush
-            log.warning("could not append to the event log (%s); will retry", exc)
+            _EVENTS_TROUBLE.report(f"could not append to the event log ({exc}); will retry")  # once, not per flush
         if self._checkpoint_due():
             try:
                 self.checkpoint()
+                _CHECKPOINT_TROUBLE.clear("the job store checkpoints again")
             except OSError as exc:
                 self._next_checkpoint_try = time.monotonic() + 5.0
-                log.warning("checkpoint of the job store failed (%s); the journal keeps every "
-                            "change, will retry", exc)
+                _CHECKPOINT_TROUBLE.report(f"checkpoint of the job store failed ({exc}); the journal "
+                                           "keeps every change, will retry")
         return True
 
     def _checkpoint_due(self) -> bool:
