@@ -298,4 +298,4 @@ def main() -> None:
 
 
 # Register the commands (each module adds its own to `cli`).
-from forgesyte.cli import admin, analysis, daemon, follow, jobs, plugins, service, state  # noqa: E402,F401
+from forgesyte.cli import admin, analysis, cluster, daemon, follow, jobs, plugins, service, state  # noqa: E402,F401

@@ -7,7 +7,7 @@ import logging
 import click
 
 from forgesyte.cli import ConfigFailure, UserError, _ready_dirs, _settings, cli
-from forgesyte.config import load_settings
+from forgesyte.config import ConfigError, load_settings
 from forgesyte.storage.errors import StateError
 
 EXIT_STATE = 3  # the state is damaged: `forgesyte fsck --repair`
@@ -48,8 +48,8 @@ def run(ctx: click.Context, once: bool, workers, plugins, polling, scheduler, lo
     flags = dict(ctx.obj, workers=workers, plugins=plugins, polling=polling, scheduler=scheduler)
     try:
         return Daemon(settings, once=once, log_level=level,
-                      reload=lambda: load_settings(flags)).run()
-    except AlreadyRunning as exc:
+                      reload=lambda: load_settings(flags), available=available).run()
+    except (AlreadyRunning, ConfigError) as exc:  # ConfigError: e.g. --scheduler without the cluster extra
         raise ConfigFailure(str(exc)) from None
     except StateError as exc:  # a damaged state it cannot repair without risk: exit 3, no restart
         raise StateFailure(str(exc)) from None
@@ -57,5 +57,3 @@ def run(ctx: click.Context, once: bool, workers, plugins, polling, scheduler, lo
 
 class StateFailure(UserError):
     exit_code = EXIT_STATE
-
-

@@ -242,6 +242,11 @@ class Scheduler:
             return
         assert isinstance(event, Done)
         outcome = event.outcome
+        if outcome.get("requeue"):  # not run (e.g. the cluster's scheduler went away): not an attempt
+            job = self.store.requeue(event.job_id, count_attempt=False)
+            log.warning("job %s %s: %s", job["id"], job["input"], outcome.get("error") or "back to pending")
+            self.queue(job)
+            return
         if outcome.get("storage"):  # the output is full or read-only: wait for room, use no attempt
             self._wait_for_room(job, outcome["storage"])
             return

@@ -45,9 +45,10 @@ class Daemon:
     """Lifecycle: lock, signals, systemd, the loop; scheduling and running live elsewhere."""
 
     def __init__(self, settings: Settings, *, once: bool = False, log_level: int = logging.INFO,
-                 reload: Callable[[], Settings] | None = None):
+                 reload: Callable[[], Settings] | None = None, available: dict | None = None):
         self.settings = settings
         self.reload_settings = reload
+        self.available = available  # run's probe() of the plugins (the cluster marker lists their versions)
         self.notifier = Notifier()
         self._reload_requested = False
         self._next_status = 0.0
@@ -83,6 +84,10 @@ class Daemon:
         self.stopping = True
 
     def _executor(self) -> Executor:
+        if self.settings.scheduler:  # jobs run on the Dask cluster (daemon/cluster.py)
+            from forgesyte.daemon.cluster import DaskExecutor
+
+            return DaskExecutor(self.settings, self.log_level, self.available)
         return LocalExecutor(WorkerPool(
             self.settings.workers, str(self.settings.inbox), str(self.settings.output),
             self.settings.plugin_timeout, self.log_level, self.settings.worker_memory_mb,
@@ -228,7 +233,7 @@ class Daemon:
             log.error("reload failed, keeping the running configuration: %s", exc)
             self.notifier.ready(self._status_text())
             return
-        fixed = ("inbox", "output", "state", "workers", "polling", "worker_memory_mb")
+        fixed = ("inbox", "output", "state", "workers", "polling", "worker_memory_mb", "scheduler")
         changed = [name for name in fixed if getattr(new, name) != getattr(self.settings, name)]
         if changed:
             log.warning("reload: %s can only change with a restart; keeping the running values",
@@ -241,6 +246,9 @@ class Daemon:
         pool = getattr(self.executor, "pool", None)
         if pool is not None:
             pool.plugin_timeout = new.plugin_timeout
+        reconfigure = getattr(self.executor, "reconfigure", None)  # the cluster's marker and limits
+        if reconfigure is not None:
+            reconfigure(new)
         log.info("configuration reloaded: plugins %s, %d rules", ",".join(new.plugins), len(new.rules))
         self.notifier.ready(self._status_text())
         self._start_scan(force=True)  # new patterns may take files that were ignored
@@ -292,4 +300,3 @@ class Daemon:
     def _scan_into_queue(self, under: str | None) -> None:
         for key in scan(self.inbox, self.selection, under, coverage=self.watcher.coverage):
             self.watcher.events.put((FILE, key))
-

@@ -1,0 +1,433 @@
+"""Jobs on a real Dask cluster: a real `dask scheduler` and real `forgesyte worker`s on 127.0.0.1.
+
+Every process here is real (the scheduler is distributed's own CLI module,
+workers and the daemon are `python -m forgesyte`); faults are real too:
+kill -9 of a worker mid-job, a plugin that hangs or segfaults, `cancel`,
+the scheduler killed and restarted, a share that drops under a worker. As
+root, a two-host test puts the worker in a mount namespace of its own where
+the shared folder is mounted elsewhere and the daemon's paths do not exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Home, wait_until
+
+pytest.importorskip("distributed", reason="the cluster extra (forgesyte[cluster]) is not installed")
+
+from forgesyte import __version__  # noqa: E402
+from forgesyte.daemon import clustermarker  # noqa: E402
+
+TEST_PLUGINS = '''
+import ctypes, os, time
+
+def _alive(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+class Slow:
+    """Sleeps FORGESYTE_TEST_SLOW seconds; notes each start/end with its pid, and any overlap:
+    an earlier run of the same job whose process is still alive means a job ran twice at once."""
+    name = "slow"
+    version = "1.0"
+    def run(self, video, ctx):
+        folder = os.environ["FORGESYTE_TEST_RUNS"]
+        for name in os.listdir(folder):
+            job, kind, pid = name.split(".")[:3]
+            if job == ctx.job_id and kind == "start" and _alive(int(pid)):
+                open(os.path.join(folder, f"{ctx.job_id}.overlap.{os.getpid()}"), "w").close()
+        open(os.path.join(folder, f"{ctx.job_id}.start.{os.getpid()}"), "w").close()
+        seconds = float(os.environ.get("FORGESYTE_TEST_SLOW", "3"))
+        steps = max(1, int(seconds * 10))
+        for i in range(steps):
+            ctx.progress(i / steps)
+            time.sleep(seconds / steps)
+        open(os.path.join(folder, f"{ctx.job_id}.end.{os.getpid()}"), "w").close()
+        return {"slept": seconds}
+
+class Hang:
+    name = "hang"
+    version = "1.0"
+    def run(self, video, ctx):
+        while True:
+            time.sleep(1)
+
+class Segfault:
+    name = "segv"
+    version = "1.0"
+    def run(self, video, ctx):
+        ctypes.string_at(0)
+'''
+
+CONFIG = """
+settle_seconds = 0.3
+scan_interval = 60
+stop_grace = 1
+plugin_timeout = 5
+retry_backoff = 0.2
+max_attempts = 3
+
+[[rules]]
+match = "slow/*"
+plugins = ["slow"]
+
+[[rules]]
+match = "hang/*"
+plugins = ["hang"]
+
+[[rules]]
+match = "segv/*"
+plugins = ["segv"]
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _ancestors(pid: int) -> list[int]:
+    found = []
+    while pid > 1:
+        try:
+            pid = int(open(f"/proc/{pid}/stat").read().split(")")[-1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        found.append(pid)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Cluster:
+    """A scheduler on a fixed free port (so it can come back at the same address) and workers."""
+
+    def __init__(self, home: Home, runs: Path):
+        self.home = home
+        self.runs = runs
+        self.port = _free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.scheduler: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
+
+    def start_scheduler(self) -> None:
+        log = open(self.home.root / "scheduler.log", "ab")
+        self.scheduler = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+             "--port", str(self.port), "--no-dashboard"],
+            stdout=log, stderr=log, start_new_session=True)
+        wait_until(lambda: _listening(self.port), 60, "the Dask scheduler to listen")
+
+    def kill_scheduler(self) -> None:
+        self.scheduler.kill()
+        self.scheduler.wait(timeout=10)
+
+    def start_daemon(self, *args: str) -> subprocess.Popen:
+        return self.home.start("--scheduler", self.address, *args)
+
+    def worker_command(self, nprocs: int = 1) -> list[str]:
+        return [sys.executable, "-m", "forgesyte", "worker", "--scheduler", self.address,
+                "--nprocs", str(nprocs), "--name", f"w{len(self.workers)}"]
+
+    def start_worker(self, nprocs: int = 1, command: list[str] | None = None,
+                     env: dict[str, str] | None = None, ready: bool = True) -> subprocess.Popen:
+        log = open(self.home.root / f"worker-{len(self.workers)}.log", "wb")
+        proc = subprocess.Popen(command or self.worker_command(nprocs), env=env or self.home.env(),
+                                stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        self.workers.append(proc)
+        if ready:
+            line = _readline(proc, 90)
+            assert "is running jobs for" in line, f"worker did not start: {line!r}\n{self.logs()}"
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.home.root.glob("*.log")))
+
+    def worker_of(self, pid: int) -> subprocess.Popen:
+        """The worker whose chain process `pid` is."""
+        chain = set(_ancestors(pid))
+        for proc in self.workers:
+            if proc.pid in chain:
+                return proc
+        raise AssertionError(f"no worker is an ancestor of {pid}")
+
+    def notes(self, kind: str) -> list[tuple[str, int]]:
+        return [(n.split(".")[0], int(n.split(".")[2])) for n in os.listdir(self.runs) if n.split(".")[1] == kind]
+
+    def close(self) -> None:
+        for proc in [*self.workers, self.scheduler]:
+            if proc is not None and proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=10)
+
+
+def _readline(proc: subprocess.Popen, timeout: float) -> str:
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline().decode(errors="replace") if ready else ""
+
+
+@pytest.fixture
+def cluster(home: Home, tmp_path: Path):
+    plugins = tmp_path / "clusterplugins"
+    plugins.mkdir()
+    (plugins / "cluster_test_plugins.py").write_text(TEST_PLUGINS)
+    dist = plugins / "cluster_test_plugins-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cluster-test-plugins\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[forgesyte.plugins]\nslow = cluster_test_plugins:Slow\nhang = cluster_test_plugins:Hang\n"
+        "segv = cluster_test_plugins:Segfault\n")
+    home.add_pythonpath(plugins)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    home.extra_env["FORGESYTE_TEST_RUNS"] = str(runs)
+    home.extra_env["FORGESYTE_TEST_SLOW"] = "2.5"
+    home.config.write_text(CONFIG)
+    c = Cluster(home, runs)
+    yield c
+    c.close()
+
+
+def _show(home: Home, ref: str) -> dict | None:
+    proc = home.cli("show", ref, "--json")
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def _drop(home: Home, videos, name: str) -> None:
+    """A distinct copy of the test clip (distinct content: not a duplicate of another drop)."""
+    dest = home.inbox / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(videos["clip.mp4"].read_bytes() + name.encode())
+
+
+def test_jobs_run_on_the_workers_and_the_daemon_records_them(cluster, home, videos):
+    cluster.start_scheduler()
+    daemon = cluster.start_daemon()
+    workers = [cluster.start_worker(), cluster.start_worker()]
+    for i in range(4):
+        _drop(home, videos, f"cam/{i}.mp4")
+    for i in range(4):
+        job = home.wait_status(f"cam/{i}.mp4")
+        assert job["status"] == "completed" and job["attempts"] == 1, job
+        document = json.loads(home.cli("results", job["id"], check=True).stdout)
+        assert document["plugins"]["metadata"]["video"]["codec"] == "h264"
+        assert document["job"]["status"] == "completed"  # written by the worker, read by the daemon
+    # Both workers took jobs (two slots of one each, four jobs), and only they did.
+    for i in range(2):
+        assert "running here" in (home.root / f"worker-{i}.log").read_text(), cluster.logs()
+    claims = sorted(os.listdir(home.output / ".forgesyte-cluster" / "claims"))  # one per attempt, settled
+    assert claims == sorted(f"{home.json('show', f'cam/{i}.mp4')['id']}.1" for i in range(4)), claims
+    assert home.stop(daemon) == 0
+    for proc in workers:  # a clean stop is exit 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_worker_refuses_folders_or_software_that_are_not_the_daemons(home, tmp_path):
+    """Exit 2 and one sentence, before touching the scheduler (none runs here)."""
+    home.inbox.mkdir(parents=True)
+    home.output.mkdir(parents=True)
+    metadata = json.loads(subprocess.run(
+        [sys.executable, "-m", "forgesyte", "plugins", "--json"], env=home.env(),
+        capture_output=True, text=True, check=True).stdout)
+    versions = {p["name"]: p["version"] for p in metadata if p["name"] == "metadata"}
+
+    def worker(*, inbox: Path = home.inbox, output: Path = home.output, extra=()):
+        return subprocess.run(
+            [sys.executable, "-m", "forgesyte", "--inbox", str(inbox), "--output", str(output),
+             "worker", *extra], env=home.env(), capture_output=True, text=True, timeout=120)
+
+    def refused(proc, *phrases):
+        assert proc.returncode == 2, (proc.returncode, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+        for phrase in phrases:
+            assert phrase in proc.stderr, proc.stderr
+
+    addr = ("--scheduler", "tcp://127.0.0.1:9")
+    refused(worker(), "needs the scheduler's address")
+    refused(worker(extra=addr), "has no ForgeSyte cluster marker")  # never marked: not the daemon's
+    refused(worker(output=tmp_path / "nowhere", extra=addr), "does not exist")
+    clustermarker.write(home.inbox, home.output, __version__, versions, 60, None)
+    other = tmp_path / "other-inbox"
+    other.mkdir()
+    refused(worker(inbox=other, extra=addr), "is not the daemon's shared inbox")
+    marker = clustermarker.marker_path(home.output)
+    data = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**data, "version": "0.0.1"}))
+    refused(worker(extra=addr), f"runs ForgeSyte {__version__} but the daemon runs 0.0.1")
+    marker.write_text(json.dumps({**data, "plugins": {**versions, "nosuch": "2.0"}}))
+    refused(worker(extra=addr), "Plugin 'nosuch' is not installed on this worker")
+    marker.write_text(json.dumps({**data, "plugins": {"metadata": "0.0-other"}}))
+    refused(worker(extra=addr), "Plugin 'metadata' is version", "but 0.0-other on the daemon")
+
+
+def test_a_share_that_drops_under_a_worker_stops_it_and_the_job_waits(cluster, home, videos, tmp_path):
+    """The marker is checked before every job: a worker whose output mount went away
+    refuses (exit 2) instead of failing jobs; the job goes back to pending, no attempt used."""
+    cluster.start_scheduler()
+    daemon = cluster.start_daemon()
+    mount = tmp_path / "mnt-output"  # this worker's "mount point" of the output share
+    mount.symlink_to(home.output)
+    env = {**home.env(), "FORGESYTE_OUTPUT": str(mount)}
+    dropper = cluster.start_worker(env=env)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    mount.unlink()
+    mount.symlink_to(empty)  # the share dropped: an empty directory at the mount point
+    _drop(home, videos, "a.mp4")
+    assert dropper.wait(timeout=60) == 2
+    worker_log = (home.root / "worker-0.log").read_text()
+    assert "has no ForgeSyte cluster marker" in worker_log and "Traceback" not in worker_log
+    job = wait_until(lambda: (lambda j: j if j and j["status"] == "pending" and "refused" in home.log_text()
+                              else None)(_show(home, "a.mp4")), 30, "the job to go back to pending")
+    assert job["attempts"] == 0 and job["status"] == "pending", job
+    cluster.start_worker()  # a worker with the right folders takes it
+    job = home.wait_status("a.mp4")
+    assert job["status"] == "completed" and job["attempts"] == 1, job
+    assert home.stop(daemon) == 0
+
+
+def test_kill_9_of_a_worker_mid_job_is_the_daemons_decision(cluster, home, videos):
+    """Dask re-runs a lost worker's task elsewhere; the re-run finds the attempt's claim and
+    reports the worker lost, so the daemon counts an attempt and runs it again itself."""
+    cluster.start_scheduler()
+    daemon = cluster.start_daemon()
+    cluster.start_worker()
+    cluster.start_worker()
+    _drop(home, videos, "slow/a.mp4")
+    first = wait_until(lambda: cluster.notes("start"), 60, "the slow plugin to start")[0][1]
+    victim = cluster.worker_of(first)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    job = home.wait_status("slow/a.mp4", timeout=90)
+    assert job["status"] == "completed" and job["attempts"] == 2, (job, cluster.logs())
+    assert "lost" in home.log_text()
+    wait_until(lambda: not _alive(first), 10, "the killed worker's plugin process to die with it")
+    starts = cluster.notes("start")
+    assert len(starts) == 2 and not cluster.notes("overlap"), starts  # twice, never at once
+    assert home.stop(daemon) == 0
+
+
+def test_hang_segfault_and_cancel_on_the_cluster(cluster, home, videos):
+    """Each fails only its job, with the same sentence as local workers; the worker survives."""
+    cluster.start_scheduler()
+    home.extra_env["FORGESYTE_TEST_SLOW"] = "60"  # cancelled long before: the timeout is 5 s
+    daemon = cluster.start_daemon()
+    worker = cluster.start_worker(nprocs=2)
+    _drop(home, videos, "hang/a.mp4")
+    _drop(home, videos, "segv/a.mp4")
+    hang = home.wait_status("hang/a.mp4", timeout=60)
+    assert hang["error"] == "Plugin 'hang' did not finish within 5 s and was stopped.", hang
+    segv = home.wait_status("segv/a.mp4", timeout=60)
+    assert segv["error"] == "Plugin 'segv' crashed the worker (killed by SIGSEGV).", segv
+    _drop(home, videos, "slow/a.mp4")
+    home.wait_status("slow/a.mp4", ("running",))
+    pid = wait_until(lambda: cluster.notes("start"), 60, "the slow plugin to start")[0][1]
+    proc = home.cli("cancel", "slow/a.mp4")
+    assert proc.returncode == 0, proc.stderr
+    job = home.wait_status("slow/a.mp4", timeout=30)
+    assert job["status"] == "failed" and job["error"] == "Cancelled.", job
+    wait_until(lambda: not _alive(pid), 15, "the cancelled plugin's process to be killed on the worker")
+    _drop(home, videos, "b.mp4")  # the worker still takes jobs
+    assert home.wait_status("b.mp4")["status"] == "completed"
+    assert worker.poll() is None
+    assert home.stop(daemon) == 0
+
+
+def test_scheduler_restart_pauses_dispatch_and_nothing_runs_twice(cluster, home, videos):
+    cluster.start_scheduler()
+    daemon = cluster.start_daemon()
+    worker = cluster.start_worker()
+    _drop(home, videos, "slow/a.mp4")
+    first = wait_until(lambda: cluster.notes("start"), 60, "the slow plugin to start")[0][1]
+    cluster.kill_scheduler()
+    wait_until(lambda: "lost the Dask scheduler" in home.log_text(), 30, "the daemon to notice")
+    job = wait_until(lambda: (lambda j: j if j and j["status"] == "pending" else None)(_show(home, "slow/a.mp4")),
+                     30, "the interrupted job to go back to pending")
+    assert job["attempts"] == 0, job  # the scheduler's fault, not the job's
+    wait_until(lambda: not _alive(first), 30, "the worker to stop the job it can no longer report")
+    _drop(home, videos, "b.mp4")
+    time.sleep(2)  # a while without a scheduler: nothing may run (checked just below)
+    assert home.json("show", "b.mp4")["status"] == "pending"
+    assert home.log_text().count("lost the Dask scheduler") == 1  # loud, once
+    cluster.start_scheduler()
+    for key in ("slow/a.mp4", "b.mp4"):
+        job = home.wait_status(key, timeout=120)
+        assert job["status"] == "completed" and job["attempts"] == 1, (job, cluster.logs())
+    assert "is back" in home.log_text()
+    assert worker.poll() is None  # the same worker process reconnected
+    assert len(cluster.notes("start")) == 2 and not cluster.notes("overlap")
+    assert len(cluster.notes("end")) == 1  # the interrupted run never finished
+    assert home.stop(daemon) == 0
+
+
+def _can_unshare() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to make mount namespaces"
+    if not shutil.which("unshare"):
+        return "needs util-linux's unshare"
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
+    return None if proc.returncode == 0 else f"cannot make a mount namespace here: {proc.stderr.decode().strip()}"
+
+
+@pytest.mark.skipif(_can_unshare() is not None, reason=str(_can_unshare()))
+def test_two_hosts_see_the_share_at_different_paths(cluster, home, videos, tmp_path):
+    """The worker lives in a mount namespace where the share is mounted at another path and
+    the daemon's paths do not exist at all: relative keys need no translation."""
+    cluster.start_scheduler()
+    home.config.write_text(CONFIG.replace("plugin_timeout = 5", "plugin_timeout = 60"))
+    daemon = cluster.start_daemon("--plugins", "metadata,thumbnails")
+    host_b = tmp_path / "host-b"
+    host_b.mkdir()
+    mount = host_b / "mnt" / "videos"
+    script = (
+        f"set -e; mount -t tmpfs hostb {host_b}; mkdir -p {mount}; mount --bind {home.root} {mount}; "
+        f"mount -t tmpfs hidden {home.root}; test ! -e {home.inbox}; "  # the daemon's paths: gone here
+        f'exec "$@"'
+    )
+    env = {**home.env(), "FORGESYTE_HOME": str(mount)}
+    env.pop("FORGESYTE_CONFIG")  # the daemon's config file is not on this host
+    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+               sys.executable, "-m", "forgesyte", "--inbox", f"{mount}/inbox", "--output", f"{mount}/output",
+               "worker", "--scheduler", cluster.address, "--nprocs", "1"]
+    cluster.start_worker(command=command, env=env)
+    _drop(home, videos, "cam1/clip.mp4")
+    job = home.wait_status("cam1/clip.mp4", timeout=120)
+    assert job["status"] == "completed", (job, cluster.logs())
+    document = json.loads(home.cli("results", job["id"], check=True).stdout)
+    artifacts = document["plugins"]["thumbnails"]["artifacts"]
+    assert artifacts and all(not key.startswith("/") for key in artifacts)
+    for key in artifacts:  # written by the worker at its path, found by the daemon at its own
+        assert (home.output / key).is_file(), key
+    assert str(mount) not in json.dumps(document) and str(home.root) not in json.dumps(document)
+    worker_log = (home.root / "worker-0.log").read_text()
+    assert f"inbox {mount}/inbox" in worker_log and "running here" in worker_log
+    assert home.stop(daemon) == 0
