@@ -9,7 +9,12 @@ from pathlib import Path
 import click
 
 from forgesyte.cli import ConfigFailure, UserError, cli
-from forgesyte.config import ConfigError, Settings, load_settings, parse_scheduler_address
+from forgesyte.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+    parse_scheduler_address,
+)
 
 
 def _unit_settings(ctx: click.Context, user_unit: bool, scheduler: str | None) -> Settings:
@@ -52,7 +57,13 @@ def service() -> None:
 def service_install(ctx: click.Context, user_unit: bool, print_only: bool, unit_dir: Path | None,
                     service_user: str, worker: bool, scheduler: str | None, allow: tuple[str, ...]) -> None:
     """Write a systemd unit for the configured directories, and say how to enable it."""
-    from forgesyte.daemon.unit import DAEMON_UNIT, WORKER_UNIT, UnitError, render, render_worker
+    from forgesyte.daemon.unit import (
+        DAEMON_UNIT,
+        WORKER_UNIT,
+        UnitError,
+        render,
+        render_worker,
+    )
     from forgesyte.daemon.unit import unit_dir as default_unit_dir
 
     settings = _unit_settings(ctx, user_unit, scheduler)

@@ -20,8 +20,9 @@ import os
 import stat
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from forgesyte.storage.atomic import fsync_dir
 
@@ -102,7 +103,7 @@ def send(state_dir: Path | str, request: dict[str, Any], timeout: float = 15.0) 
         os.unlink(folder / f"{rid}.json")
     except FileNotFoundError:
         pass
-    raise MailboxTimeout("The daemon did not answer within %d seconds." % timeout)
+    raise MailboxTimeout(f"The daemon did not answer within {timeout:.0f} seconds.")
 
 
 def serve(state_dir: Path | str, handle: Callable[[dict[str, Any]], dict[str, Any]]) -> int:

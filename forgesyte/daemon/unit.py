@@ -12,8 +12,8 @@ and then only to the addresses it needs (IPAddressAllow=).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import Iterable
 from urllib.parse import urlsplit
 
 from forgesyte.config import Settings
