@@ -93,12 +93,19 @@ _ARTICLE = {"bool": "true or false", "int": "a whole number", "float": "a number
             "list": "a list"}
 
 
+def _quoted(name: Any) -> str:
+    """A name from a config file, quoted with control characters escaped (one line, always)."""
+    text = str(name)
+    return "'" + (text if text.isprintable() else text.encode("unicode_escape").decode("ascii")) + "'"
+
+
 def check_options(schema: Mapping[str, Mapping[str, Any]], given: Mapping[str, Any], where: str) -> list[str]:
     """One sentence per problem with `given` against a plugin's `schema` (from probe());
     `where` names the place, e.g. "[plugin.thumbnails] in /etc/forgesyte.toml"."""
     problems: list[str] = []
     for name, value in given.items():
         spec = schema.get(name)
+        shown = _quoted(name)
         if spec is None:
             guess = difflib.get_close_matches(str(name), list(schema), n=1, cutoff=0.6)
             if guess:
@@ -107,16 +114,16 @@ def check_options(schema: Mapping[str, Mapping[str, Any]], given: Mapping[str, A
                 hint = f"; known options: {', '.join(sorted(schema))}."
             else:
                 hint = "; this plugin takes no options."
-            problems.append(f"Unknown option '{name}' in {where}{hint}")
+            problems.append(f"Unknown option {shown} in {where}{hint}")
             continue
         kind = spec.get("type", "str")
         if not _kind_ok(kind, value):
-            problems.append(f"Option '{name}' in {where} must be {_ARTICLE.get(kind, kind)}, not {value!r}.")
+            problems.append(f"Option {shown} in {where} must be {_ARTICLE.get(kind, kind)}, not {value!r}.")
             continue
         choices = spec.get("choices")
         if choices is not None and value not in choices:
             allowed = ", ".join(repr(c) for c in choices)
-            problems.append(f"Option '{name}' in {where} must be one of {allowed}, not {value!r}.")
+            problems.append(f"Option {shown} in {where} must be one of {allowed}, not {value!r}.")
             continue
         low, high = spec.get("min"), spec.get("max")
         if kind in ("int", "float") and ((low is not None and value < low) or (high is not None and value > high)):
@@ -126,5 +133,5 @@ def check_options(schema: Mapping[str, Mapping[str, Any]], given: Mapping[str, A
                 span = f"at least {low:g}"
             else:
                 span = f"at most {high:g}"
-            problems.append(f"Option '{name}' in {where} must be {span}, not {value!r}.")
+            problems.append(f"Option {shown} in {where} must be {span}, not {value!r}.")
     return problems
