@@ -232,3 +232,17 @@ def test_in_a_shared_pass_the_first_failure_in_chain_order_is_the_job_error(vide
     document = json.loads((tmp_path / "output" / outcome["output"]).read_text())
     assert document["plugins"]["ok"]["frames"] == 50  # the plugin that finished keeps its section
     assert list(document["plugins"]) == ["ok", "late", "early"]
+
+
+def test_a_bad_request_fails_only_the_plugin_that_made_it(cuts_video, tmp_path):
+    zero = Keeper("zero", Frames(fps=0))
+
+    class Odd(Keeper):
+        def wants(self, video, ctx):
+            return "every frame please"
+
+    cs = consumers(tmp_path, zero, Odd("odd"), Keeper("fine"))
+    run_pass(cuts_video, cs, lambda f: None, lambda n: None)
+    assert "asked for 0 frames a second" in str(cs[0].error)
+    assert "returned str, not Frames, Audio or None" in str(cs[1].error)
+    assert cs[2].error is None and cs[2].section["frames"] == 200

@@ -193,7 +193,7 @@ def run_pass(path: Path, consumers: list[Consumer], progress: Callable[[float], 
         return stats
     for c in consumers:
         try:
-            c.request = c.plugin.wants(info, c.ctx)
+            c.request = _checked_request(c.plugin.wants(info, c.ctx))
             if isinstance(c.request, Frames) and c.request.times is not None:
                 c.targets = sorted(float(t) for t in c.request.times)
         except BaseException as exc:
@@ -225,6 +225,16 @@ def run_pass(path: Path, consumers: list[Consumer], progress: Callable[[float], 
         done.set()
         monitor.join()
     return stats
+
+
+def _checked_request(request: Any) -> Frames | Audio | None:
+    if request is not None and not isinstance(request, (Frames, Audio)):
+        raise TypeError(f"wants() returned {type(request).__name__}, not Frames, Audio or None")
+    if isinstance(request, Frames) and request.fps is not None and not request.fps > 0:
+        raise ValueError(f"wants() asked for {request.fps!r} frames a second")
+    if isinstance(request, Audio) and not (isinstance(request.rate, int) and request.rate > 0):
+        raise ValueError(f"wants() asked for audio at {request.rate!r} Hz")
+    return request
 
 
 def run_alone(plugin: Any, path: Path, ctx: Context) -> Any:
