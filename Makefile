@@ -13,7 +13,7 @@ TEST_EXTRAS ?= test,cluster,all
 # Debian packages tests use for real (each test skips, saying why, when one is missing).
 TEST_DEBS ?= rsync faketime espeak-ng
 
-.PHONY: run test test-all bench clean debs
+.PHONY: run test test-all test-systemd bench clean debs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ test: $(TEST_STAMP) debs
 
 test-all: $(TEST_STAMP) debs
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# ForgeSyte under a real systemd: boots Debian bookworm in systemd-nspawn (root only; the
+# rootfs and wheels are cached in /var/cache/forgesyte-systemd). tests/systemd/run.sh says more.
+test-systemd: $(STAMP)
+	PYTHON=$(abspath $(BIN)/python) tests/systemd/run.sh
 
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/e2e.py
