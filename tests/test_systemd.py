@@ -239,6 +239,18 @@ def test_units_log_as_forgesyte_and_do_not_restart_on_exit_2_or_3(tmp_path):
     assert "SyslogIdentifier=forgesyte" in unit and "RestartPreventExitStatus=2 3" in unit
 
 
+def test_unit_files_are_world_readable_whatever_the_umask(tmp_path):
+    """systemd warns about a world-inaccessible unit file; a root umask of 077 made one."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FORGESYTE_")}
+    for extra in ([], ["--worker", "--scheduler", "127.0.0.1:8786"]):
+        proc = subprocess.run([sys.executable, "-m", "forgesyte", "--home", "/srv/fs", "service", "install",
+                               "--unit-dir", str(tmp_path), *extra], env=base, capture_output=True, text=True,
+                              umask=0o077, check=False, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    for name in ("forgesyte.service", "forgesyte-worker.service"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+
+
 @pytest.mark.parametrize("home_dir, private_tmp", [
     ("/tmp/fs", False), ("/var/tmp/x/fs", False), ("/srv/tmp", True), ("/tmpfoo/fs", True), ("/var/lib/fs", True),
 ])

@@ -93,6 +93,7 @@ def service_install(ctx: click.Context, user_unit: bool, print_only: bool, unit_
     try:
         folder.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+        path.chmod(0o644)  # systemd warns about (and tools cannot read) a unit root's umask closed
     except OSError as exc:
         raise UserError(f"Cannot write {path}: {exc.strerror} (a system unit needs root; try --user).") from None
     ctl = "systemctl --user" if user_unit else "systemctl"

@@ -181,6 +181,9 @@ if [ ! -f "$WHEELS/.complete" ]; then
     touch "$WHEELS.tmp/.complete"
     rm -rf "$WHEELS"; mv "$WHEELS.tmp" "$WHEELS"
 fi
+for old in "$CACHE"/wheels-* "$CACHE"/rootfs-*; do   # sets for an older setup.cfg or package list
+    [ "$old" = "$WHEELS" ] || [ "$old" = "$ROOTFS" ] || rm -rf "$old"
+done
 echo "wheels: $(ls "$WHEELS" | wc -l) in $WHEELS"
 # pip in the guest installs from those wheels only, as on a machine without an index.
 printf '[global]\nno-index = true\nfind-links = /root/wheels\ndisable-pip-version-check = true\n' > "$RUN/upper/etc/pip.conf"
