@@ -5,10 +5,17 @@
 
 The first record of each file is a header naming the format and its version;
 every other record is one transition: {"time", "job_id", "input", "status",
-"error"}. The writer (whoever holds the state lock, normally the daemon)
-buffers and appends at each store flush; the file rotates at MAX_BYTES, so
-the log keeps between one and two files' worth of history. A reader follows
-the log with a cursor (inode, offset) that survives one rotation.
+"error"}, or a mark {"journal": seq, "gen": gen} (readers skip marks). The
+writer (whoever holds the state lock, normally the daemon) buffers and
+appends at each store flush, right after the job journal; the file rotates at
+MAX_BYTES, so the log keeps between one and two files' worth of history. A
+reader follows the log with a cursor (inode, offset) that survives one
+rotation.
+
+The mark is the journal's witness: it says which journal record this flush
+wrote. A journal that ends (torn) before the last marked record was cut by
+damage, not by a crash mid-append (the mark is written only after the journal
+append succeeded), so recovery refuses to cut it quietly (recovery.py).
 """
 
 from __future__ import annotations
@@ -52,6 +59,10 @@ class EventLog:
 
     def add(self, event: dict[str, Any]) -> None:
         self._buffer.append(event)
+
+    def mark(self, seq: int, gen: int) -> None:
+        """The journal record `seq` (of generation `gen`) is durable."""
+        self._buffer.append({"journal": seq, "gen": gen})
 
     @property
     def dirty(self) -> bool:
@@ -125,3 +136,20 @@ def read_events(state_dir: Path | str, since: str | None = None,
 
 def _since(events: list[dict[str, Any]], since: str | None) -> list[dict[str, Any]]:
     return events if since is None else [e for e in events if e.get("time", "") >= since]
+
+
+def last_mark(state_dir: Path | str) -> tuple[int, int] | None:
+    """(gen, seq) of the newest journal mark in the log, or None (no log, no mark)."""
+    folder = Path(state_dir) / EVENTS_DIR
+    for name in (CURRENT, PREVIOUS):
+        try:
+            with open(folder / name, "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, size - 256 * 1024))
+                tail = fh.read()
+        except OSError:
+            continue
+        for record in reversed(recordlog.scan_all(tail).records):
+            if isinstance(record.get("journal"), int) and isinstance(record.get("gen"), int):
+                return record["gen"], record["journal"]
+    return None

@@ -23,7 +23,6 @@ COMPACT_AT logged entries it rewrites the buckets and starts a new log.
 
 from __future__ import annotations
 
-import json
 import os
 import zlib
 from pathlib import Path
@@ -92,7 +91,11 @@ def _read_log(folder: Path) -> tuple[int, list[dict[str, Any]]] | None:
         raw = read_raw(folder / LOG, rel(LOG))
     except FileNotFoundError:
         return None
+    except StateError as exc:
+        raise IndexDamaged(exc.name, exc.problem) from None
     scan = recordlog.scan_all(raw)
+    if not scan.records:
+        raise IndexDamaged(rel(LOG), "is empty" if not raw else "has no readable header")
     if scan.damaged_lines:
         # Readers may race an append (a torn tail); the writer rebuilds either way.
         if scan.damaged_inside or not scan.records:
@@ -248,6 +251,3 @@ class Index:
         self._fresh = False
         self._changed_inputs, self._changed_shas = {}, {}
 
-
-def entry_json(entry: IndexEntry) -> str:
-    return json.dumps(entry)

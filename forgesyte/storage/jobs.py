@@ -465,6 +465,7 @@ class JobStore:
             self._journal_size = journal.append(path, batch)
             self._seq += 1
             self._unflushed.clear()
+            self._events.mark(self._seq, self._manifest.gen)  # the journal's witness (events.py)
         try:
             self._events.flush()
             _EVENTS_TROUBLE.clear("the event log is written again")

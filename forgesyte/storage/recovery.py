@@ -171,9 +171,8 @@ def inspect(state_dir: Path | str, deep: bool = True) -> Inspection:
     manifest = snap.manifest
     result.fresh = manifest.gen == 0 and not manifest.chunks and not (
         chunks.jobs_dir(state_dir) / MANIFEST).exists()
-    if snap.journal is not None and snap.journal.torn:
-        result.add(chunks.rel(manifest.journal), "ends in a torn record (a flush that never completed)",
-                   AUTO, "the torn bytes are cut off and kept in quarantine/")
+    if snap.journal is not None:
+        _inspect_journal_end(state_dir, snap, result)
     if deep:
         for entry in manifest.chunks:
             try:
@@ -199,6 +198,22 @@ def inspect(state_dir: Path | str, deep: bool = True) -> Inspection:
     _inspect_events(state_dir, result)
     _inspect_requests(state_dir, result)
     return result
+
+
+def _inspect_journal_end(state_dir: Path, snap: Snapshot, result: Inspection) -> None:
+    """A torn tail is a flush that never completed, unless the event log's mark says a
+    later flush did complete: then the journal was cut by damage (records are lost)."""
+    from forgesyte.storage.events import last_mark
+
+    manifest, jnl = snap.manifest, snap.journal
+    name = chunks.rel(manifest.journal)
+    mark = last_mark(state_dir)
+    if mark is not None and mark[0] == manifest.gen and mark[1] > snap.seq:
+        result.add(name, f"ends at flush {snap.seq} but flush {mark[1]} was written (it was cut short)",
+                   BLOCKING, "rebuilt from every readable record and the results documents")
+    elif jnl.torn:
+        result.add(name, "ends in a torn record (a flush that never completed)",
+                   AUTO, "the torn bytes are cut off and kept in quarantine/")
 
 
 def _inspect_orphans(state_dir: Path, manifest: Manifest | None, result: Inspection) -> None:
@@ -346,10 +361,10 @@ def open_writer(state_dir: Path) -> Opened:
         journal.create(_journal_path(state_dir, manifest), manifest.gen)
         chunks.write_manifest(state_dir, manifest)
         snap = read_snapshot(state_dir)
-    rebuild_index = False
+    damaged_index = []
     for finding in found.findings:
         if finding.name.startswith(f"{INDEX_DIR}/") and not finding.name.endswith(TMP_SUFFIX):
-            rebuild_index = True
+            damaged_index.append(finding.name)
         else:
             _auto_repair(state_dir, finding, snap)
     jnl = snap.journal
@@ -357,9 +372,9 @@ def open_writer(state_dir: Path) -> Opened:
         tail = journal.cut_tail(_journal_path(state_dir, manifest), jnl)
         quarantine(state_dir, chunks.rel(manifest.journal) + ".torn", "had a torn last record", data=tail)
     journal_size = jnl.good_end if jnl is not None else 0
-    index = None if rebuild_index else _load_index(state_dir, manifest.gen)
+    index = None if damaged_index else _load_index(state_dir, manifest.gen)
     if index is None:
-        index = rebuild_index_now(state_dir, manifest, snap.overlay)
+        index = rebuild_index_now(state_dir, manifest, snap.overlay, damaged_index)
     for record in snap.overlay.values():
         index.note(record)  # the open journal is newer than anything the index logged
     return Opened(manifest, snap.overlay, snap.counts, snap.seq, snap.floor, jnl, journal_size, index)
@@ -373,17 +388,25 @@ def _load_index(state_dir: Path, gen: int) -> Index | None:
         return None
 
 
-def rebuild_index_now(state_dir: Path, manifest: Manifest, overlay: dict[str, dict[str, Any]]) -> Index:
-    """Derived data, made again from every record (chunks + journal) and written whole."""
+def rebuild_index_now(state_dir: Path, manifest: Manifest, overlay: dict[str, dict[str, Any]],
+                      damaged: list[str] = ()) -> Index:
+    """Derived data, made again from every record (chunks + journal) and written whole;
+    the damaged files go to quarantine, the others are replaced in place."""
     def records():
         for entry in manifest.chunks:
             merged = chunks.read_chunk(state_dir, entry)
             yield from merged.values()
         yield from overlay.values()
     index = Index.rebuild(state_dir, records())
+    from forgesyte.storage.index import BUCKETS, LOG, bucket_name
+
+    ours = {bucket_name(n) for n in range(BUCKETS)} | {LOG}
     for name in _listing(state_dir / INDEX_DIR):
-        if not name.startswith("."):
-            _remove(state_dir, f"{INDEX_DIR}/{name}", "derived data, rebuilt")
+        rel = f"{INDEX_DIR}/{name}"
+        if (rel in damaged or name not in ours) and (state_dir / rel).exists():
+            quarantine(state_dir, rel, "was damaged derived data; the index is rebuilt")
+    if (state_dir / INDEX_DIR).exists() and not (state_dir / INDEX_DIR).is_dir():
+        quarantine(state_dir, INDEX_DIR, "is not a folder; the index is rebuilt")
     index.compact(manifest.gen)
     log.warning("rebuilt the index from %d job records' inputs", len(index))
     return index
@@ -491,3 +514,29 @@ def _first_results_record(output_dir: Path) -> str | None:
             if isinstance(document, dict) and isinstance(document.get("job"), dict):
                 return str(document.get("job_id"))
     return None
+
+
+def health(state_dir: Path | str, daemon_running: bool = False) -> list[tuple[str, str, str]]:
+    """For `doctor`: (level "ok"/"warn"/"fail", what, fix) about the state files, the same
+    checks as `forgesyte fsck` (without the output folder)."""
+    state_dir = Path(state_dir)
+    if not state_dir.is_dir():
+        return []
+    found = inspect(state_dir)
+    for _ in range(3 if daemon_running and found.findings else 0):  # not a write caught mid-way?
+        again = {(f.name, f.problem) for f in inspect(state_dir).findings}
+        found.findings = [f for f in found.findings if (f.name, f.problem) in again]
+    checks = []
+    for finding in found.findings:
+        if finding.kind == BLOCKING:
+            checks.append(("fail", f"state: {finding.sentence()}",
+                           "Stop the daemon and run `forgesyte fsck --repair` (damaged files go to "
+                           "state/quarantine/; nothing is deleted)."))
+        elif finding.kind == AUTO:
+            checks.append(("warn", f"state: {finding.sentence()}",
+                           "The daemon repairs this by itself when it starts (or run `forgesyte fsck --repair`)."))
+    if not found.findings:
+        counts = found.snapshot.counts if found.snapshot else {}
+        total = sum(v for k, v in counts.items() if k in chunks.STATUSES)
+        checks.append(("ok", f"state files verify (format version {chunks.VERSION}; {total} job records)", ""))
+    return checks

@@ -29,7 +29,7 @@ class ResultsMissing(LookupError):
 
 
 def _public(job: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in job.items() if k not in ("mtime_ns", "run")}
+    return {k: v for k, v in job.items() if k != "run"}  # mtime_ns stays: a rebuild need not re-hash
 
 
 def finished_record(record: dict[str, Any], status: str, error: str | None, output_key: str | None,
