@@ -36,7 +36,7 @@ def footage(seed: int):
     return frame
 
 
-SPEC = VideoSpec(width=640, height=360, fps=25, seconds=10.0, audio=None)
+SPEC = VideoSpec(width=640, height=360, fps=25, seconds=8.0, audio=None)
 
 
 @pytest.fixture(scope="module")
