@@ -127,12 +127,12 @@ def _store(settings: Settings):
     """A read-only snapshot of the job store (an EmptyStore when there is no state folder)."""
     if not settings.state.is_dir():
         return EmptyStore()
-    from forgesyte.storage.errors import StateError
     from forgesyte.storage.jobs import JobStore
+    from forgesyte.storage.tinystore import StoreCorrupt
 
     try:
         return JobStore(settings.state, readonly=True)
-    except StateError as exc:
+    except StoreCorrupt as exc:
         raise UserError(str(exc)) from None
 
 
@@ -142,12 +142,7 @@ def _complete_jobs(ctx: click.Context, param: click.Parameter, incomplete: str) 
 
     try:
         flags = {k: v for k, v in ctx.find_root().params.items() if v is not None}
-        settings = load_settings(flags)
-        if not (settings.state / "jobs.json").exists():
-            return []
-        from forgesyte.storage.jobs import JobStore
-
-        store = JobStore(settings.state, readonly=True)
+        store = _store(load_settings(flags))
         items, seen = [], set()
         for job in store.newest(500):
             if job["id"].startswith(incomplete):
@@ -156,7 +151,7 @@ def _complete_jobs(ctx: click.Context, param: click.Parameter, incomplete: str) 
                 seen.add(job["input"])
                 items.append(CompletionItem(job["input"], help=job["status"]))
         return items
-    except Exception:
+    except Exception:  # noqa: BLE001 - a shell's Tab must never print a traceback
         return []
 
 
@@ -222,24 +217,21 @@ def _name_of(key: str) -> str:
         return key
 
 
-def _candidates(store, exc: Exception, ref: str) -> list[str]:
-    ids = getattr(exc, "candidates", None)
-    if ids is None:  # a store without AmbiguousJob.candidates: find them the slow way
-        try:
-            ids = store._prefix_matches(ref)
-        except Exception:  # pragma: no cover - best effort only
-            ids = []
+def _candidates(store, exc: Exception) -> str:
+    """The ids an ambiguous prefix matches (AmbiguousJob.candidates), with their inputs."""
+    from forgesyte.storage.jobs import JobNotFound
     from forgesyte.text import display
 
+    ids = list(getattr(exc, "candidates", None) or [])
     shown = []
-    for job_id in list(ids)[:10]:
+    for job_id in ids[:10]:
         try:
             shown.append(f"{job_id} ({display(store.get(job_id)['input'])})")
-        except Exception:
+        except JobNotFound:
             shown.append(job_id)
     if len(ids) > 10:
         shown.append(f"and {len(ids) - 10} more")
-    return shown
+    return ", ".join(shown)
 
 
 def _resolve(store, ref: str, settings: Settings | None = None) -> dict[str, Any]:
@@ -255,8 +247,8 @@ def _resolve(store, ref: str, settings: Settings | None = None) -> dict[str, Any
     try:
         return store.resolve(spellings[0])
     except AmbiguousJob as exc:
-        raise UserError(f"{display(repr(ref))} matches several jobs: "
-                        + ", ".join(_candidates(store, exc, ref)) + "; give more of the id.") from None
+        raise UserError(f"{display(repr(ref))} matches several jobs: {_candidates(store, exc)}; "
+                        "give more of the id.") from None
     except JobNotFound as exc:
         first = exc
     for spelling in spellings[1:]:

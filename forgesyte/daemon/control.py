@@ -54,10 +54,8 @@ def _refuse(error: str) -> dict[str, Any]:
 
 
 def prune_preview(store: JobStore, older_than_s: float) -> list[dict[str, Any]]:
-    """The finished jobs `prune` would remove now, newest first; reads only."""
-    cutoff = utc_in(-float(older_than_s))
-    return [job for job in store.newest(None)
-            if job["status"] in FINISHED and (job.get("finished_at") or "") < cutoff]
+    """The finished jobs `prune` would remove now, oldest first; reads only (any store)."""
+    return store.prune(utc_in(-float(older_than_s)), dry_run=True)
 
 
 def _prune(store: JobStore, results: ResultStore, request: dict[str, Any]) -> dict[str, Any]:

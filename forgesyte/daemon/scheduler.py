@@ -235,10 +235,13 @@ class Scheduler:
             log.debug("job %s: ignoring an event of a stale attempt", event.job_id)
             return
         if isinstance(event, Progress):
+            # A new plugin is written at once (list and watch show it); percentages once a second.
             now = time.monotonic()
-            if now - self._progress_written.get(event.job_id, 0.0) >= 1.0 and event.percent >= 0:
+            new_plugin = event.plugin is not None and event.plugin != job.get("plugin")
+            if new_plugin or (now - self._progress_written.get(event.job_id, 0.0) >= 1.0 and event.percent >= 0):
                 self._progress_written[event.job_id] = now
-                self.store.set_progress(event.job_id, event.percent)
+                percent = event.percent if event.percent >= 0 else job.get("progress", 0)
+                self.store.set_progress(event.job_id, percent, plugin=event.plugin)
             return
         assert isinstance(event, Done)
         outcome = event.outcome
