@@ -176,19 +176,16 @@ def inspect(state_dir: Path | str, deep: bool = True) -> Inspection:
     if deep:
         for entry in manifest.chunks:
             try:
-                chunks.read_chunk(state_dir, entry)
+                _check_records(chunks.rel(entry["name"]), chunks.read_chunk(state_dir, entry).values(), result)
             except FileNotFoundError:
                 result.add(chunks.rel(entry["name"]), "is named by the manifest but missing", BLOCKING,
                            "rebuilt from every readable record and the results documents")
+            except UnknownFormat as exc:
+                result.add(exc.name, exc.problem, BLOCKING, "refused: not repaired by this version")
             except StateError as exc:
                 result.add(exc.name, exc.problem, BLOCKING,
                            "rebuilt from every readable record and the results documents")
-        for record in snap.overlay.values():
-            problem = invalid_record(record)
-            if problem:
-                result.add(chunks.rel(manifest.journal), f"holds a job record that {problem}", BLOCKING,
-                           "the record is repaired and the file kept in quarantine/")
-                break
+        _check_records(chunks.rel(manifest.journal), snap.overlay.values(), result)
     _inspect_orphans(state_dir, manifest, result)
     if not result.blocking and not result.fresh:
         try:
@@ -198,6 +195,18 @@ def inspect(state_dir: Path | str, deep: bool = True) -> Inspection:
     _inspect_events(state_dir, result)
     _inspect_requests(state_dir, result)
     return result
+
+
+def _check_records(name: str, records, result: Inspection) -> None:
+    """Records that verify by checksum but not by content (another writer's, or a bug's)."""
+    for record in records:
+        problem = invalid_record(record)
+        if problem:
+            job = record.get("id") if isinstance(record, dict) else None
+            result.add(name, f"holds a job record{f' ({job})' if job else ''} that {problem}", BLOCKING,
+                       "the record is repaired (an unknown status becomes failed, with a sentence) and "
+                       "the file kept in quarantine/")
+            return
 
 
 def _inspect_journal_end(state_dir: Path, snap: Snapshot, result: Inspection) -> None:
@@ -352,6 +361,8 @@ def open_writer(state_dir: Path) -> Opened:
         migrate_v1(state_dir)
     found = inspect(state_dir, deep=True)
     for finding in found.blocking:
+        if finding.action.startswith("refused"):
+            raise UnknownFormat(finding.name, finding.problem)
         raise StateDamaged(finding.name, finding.problem)
     snap = found.snapshot
     assert snap is not None

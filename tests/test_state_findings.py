@@ -1,0 +1,219 @@
+"""Issue 10's fault audit, one test per finding: each failed on the store before format
+versions, checksums and fsck (deleted segments, duplicate jobs, JSONDecodeError, restart
+loops, a state of another version read as this one's)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from forgesyte.storage import chunks
+from forgesyte.storage.jobs import JobStore
+from forgesyte.storage.tinystore import encode_document, write_document
+from tests.test_state_damage import build_state, no_traceback
+
+
+def chunk_files(home) -> set[str]:
+    return {p.name for p in (home.state / "jobs").glob("*.json") if p.name != "manifest.json"}
+
+
+def test_a_missing_manifest_deletes_nothing_and_stops_the_daemon(home, videos, monkeypatch):
+    """Audit: a deleted jobs.json or archive manifest made the daemon delete every segment."""
+    build_state(home, videos, monkeypatch)
+    before = chunk_files(home)
+    (home.state / "jobs" / "manifest.json").unlink()
+    proc = home.cli("run", "--once", timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.startswith("The state file jobs/manifest.json is missing") and proc.stderr.strip(
+        ).endswith("run `forgesyte fsck --repair`."), proc.stderr
+    assert chunk_files(home) == before  # every chunk still there
+    status = home.cli("status")
+    assert status.returncode == 1 and "jobs/manifest.json is missing" in status.stderr
+
+
+def test_cli_readers_name_a_damaged_chunk_and_answer_what_does_not_need_it(home, videos, monkeypatch):
+    """Audit: a truncated segment made list/show/results end in `Unexpected error: JSONDecodeError`."""
+    expected = build_state(home, videos, monkeypatch)
+    manifest = chunks.read_manifest(home.state)
+    first = manifest.chunks[0]
+    path = home.state / "jobs" / first["name"]
+    path.write_bytes(path.read_bytes()[:-100])
+    in_first = next(k for k, v in expected.items() if v["id"] < manifest.chunks[1]["min_id"])
+    elsewhere = next(k for k, v in expected.items() if v["id"] >= manifest.chunks[-1]["min_id"])
+    sentence = f"The state file jobs/{first['name']} is truncated or padded"
+    for args in (("show", expected[in_first]["id"]), ("show", in_first), ("results", in_first),
+                 ("list", "--limit", "1000"), ("list", "--limit", "1000", "--json")):
+        proc = home.cli(*args)
+        no_traceback(proc)
+        assert proc.returncode == 1 and proc.stderr.startswith(sentence), (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert home.json("status")["total"] == len(expected)  # counts come from the manifest and journal
+    assert home.json("show", elsewhere)["id"] == expected[elsewhere]["id"]
+    assert len(home.json("list", "--limit", "3")) == 3  # the newest jobs live in other chunks
+
+
+def forge_chunk_record(home, change) -> str:
+    """Rewrite the first chunk with a record changed by another writer (checksums made
+    to match, as a foreign tool would): verifies by checksum, not by content."""
+    manifest = chunks.read_manifest(home.state)
+    entry = manifest.chunks[0]
+    records = sorted(chunks.read_chunk(home.state, entry).values(), key=lambda r: r["id"])
+    change(records[0])
+    new = chunks.write_chunk(home.state, records, manifest.gen, entry["min_id"])  # same name: replaced
+    assert new["name"] == entry["name"]
+    manifest.chunks[0] = new
+    chunks.write_manifest(home.state, manifest)
+    return records[0]["id"]
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda r: r.update(status="cancelled"), "has the unknown status 'cancelled'"),
+    (lambda r: r.pop("size"), "lacks 'size'"),
+])
+def test_a_record_another_writer_broke_is_named_and_repaired(home, videos, monkeypatch, change, problem):
+    """Audit: a record with an unknown status, or without `size`, made the daemon exit 1
+    at every start (`KeyError: 'cancelled'`) while `doctor` said all was fine."""
+    build_state(home, videos, monkeypatch)
+    job_id = forge_chunk_record(home, change)
+    name = f"jobs/{chunks.read_manifest(home.state).chunks[0]['name']}"
+    proc = home.cli("run", "--once", timeout=120)
+    no_traceback(proc)
+    assert proc.returncode == 3 and name in proc.stderr and problem in proc.stderr, proc.stderr
+    doctor = home.cli("doctor")
+    assert doctor.returncode == 1 and f"[FAIL] state: {name}" in doctor.stdout, doctor.stdout
+    assert home.cli("fsck", "--repair").returncode == 0
+    job = home.json("show", job_id)
+    if "cancelled" in problem:
+        assert job["status"] == "failed" and "unknown status 'cancelled'" in job["error"]
+    else:
+        assert job["size"] == 0 and job["status"] in ("completed", "failed")
+    assert home.cli("run", "--once", timeout=120).returncode == 0
+
+
+def test_a_directory_where_a_request_belongs_goes_to_quarantine(home, videos):
+    """Audit: a directory at requests/evil.json made the daemon exit 1 at every start."""
+    (home.state / "requests" / "evil.json").mkdir(parents=True)
+    home.drop(videos["clip.webm"], "a.webm")
+    proc = home.cli("run", "--once", timeout=120)
+    no_traceback(proc)
+    assert proc.returncode == 0, proc.stderr
+    assert not (home.state / "requests" / "evil.json").exists()
+    assert any(p.name.endswith("requests_evil.json") for p in (home.state / "quarantine").iterdir())
+    assert home.json("show", "a.webm")["status"] == "completed"
+
+
+@pytest.mark.parametrize("which", ["manifest", "chunk", "journal"])
+def test_a_state_of_another_format_version_is_refused_and_left_alone(home, videos, monkeypatch, which):
+    """Audit: no file carried a format version; a state from another version was read as
+    if it were this one's."""
+    build_state(home, videos, monkeypatch)
+    manifest = chunks.read_manifest(home.state)
+    folder = home.state / "jobs"
+    if which == "manifest":
+        path = folder / "manifest.json"
+        write_document(path, chunks.MANIFEST_FORMAT, 2, manifest.body())
+    elif which == "chunk":
+        path = folder / manifest.chunks[-1]["name"]
+        path.write_bytes(encode_document(chunks.CHUNK_FORMAT, 2, {"jobs": {}}))
+    else:
+        path = folder / manifest.journal
+        from forgesyte.storage import recordlog
+        path.write_bytes(recordlog.encode({"format": "forgesyte-journal", "version": 2, "gen": manifest.gen}))
+    rel = path.relative_to(home.state).as_posix()
+    before = {p: p.read_bytes() for p in home.state.rglob("*") if p.is_file() and p.name != "daemon.lock"}
+    readers = [("status",)] if which != "chunk" else []  # status needs no chunk
+    for args in [("run", "--once"), ("fsck",), ("fsck", "--repair"), *readers]:
+        proc = home.cli(*args, timeout=120)
+        no_traceback(proc)
+        assert proc.returncode == (3 if args[0] == "run" else 1), (args, proc.stderr, proc.stdout)
+        assert rel in proc.stderr + proc.stdout and "format version 2" in proc.stderr + proc.stdout
+        assert "fsck --repair`." not in proc.stderr  # repairing would only destroy it
+    after = {p: p.read_bytes() for p in home.state.rglob("*") if p.is_file() and p.name != "daemon.lock"}
+    assert after == before  # refused, not repaired, not rewritten
+
+
+def write_v1_state(state, inbox, data: bytes) -> list[str]:
+    """The layout of the first release (no versions): an active TinyDB file, one archive
+    segment, and an index that remembers a pruned input."""
+    import hashlib
+
+    def record(i, status):
+        key = f"old/{i}.webm"
+        (inbox / "old").mkdir(parents=True, exist_ok=True)
+        (inbox / key).write_bytes(data + b"%d" % i)
+        st = (inbox / key).stat()
+        return {"id": f"01j0000000000{i:03d}", "status": status, "input": key,
+                "output": f"old/{i}.webm-x/results.json" if status == "completed" else None,
+                "plugins": ["metadata"], "attempts": 1 if status == "completed" else 0, "progress": 0,
+                "error": None, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                "sha256": hashlib.sha256((inbox / key).read_bytes()).hexdigest(), "duplicate_of": None,
+                "created_at": "2025-01-01T00:00:00.000Z", "started_at": None,
+                "finished_at": "2025-01-01T00:00:01.000Z" if status == "completed" else None}
+    archived = [record(i, "completed") for i in range(3)]
+    active = [record(3, "completed"), record(4, "pending")]
+    pruned = record(5, "completed")
+    (state / "archive").mkdir(parents=True)
+    (state / "index").mkdir()
+    (state / "jobs.json").write_text(json.dumps({"jobs": {str(i + 1): j for i, j in enumerate(active)},
+                                                 "meta": {"1": {"gen": 1}}}))
+    (state / "archive" / "seg.json").write_text(json.dumps({"jobs": {str(i + 1): j for i, j in enumerate(archived)}}))
+    (state / "archive" / "manifest.json").write_text(json.dumps({"segments": [{
+        "name": "seg", "min_id": archived[0]["id"], "max_id": archived[-1]["id"], "count": 3,
+        "counts": {"completed": 3}, "gen": 1, "retired": None, "oldest_finish": "2025-01-01T00:00:01.000Z"}]}))
+    (state / "index" / "log.jsonl").write_text(json.dumps(
+        {"i": pruned["input"], "e": [pruned["id"], pruned["size"], pruned["mtime_ns"], pruned["sha256"], pruned["id"]]}) + "\n")
+    return [j["id"] for j in archived + active]
+
+
+def test_a_state_of_the_first_layout_is_converted_without_losing_anything(home, videos):
+    home.state.mkdir(parents=True)
+    ids = write_v1_state(home.state, home.inbox, videos["clip.webm"].read_bytes())
+    assert home.cli("status").returncode == 1  # readers say what to do rather than guess
+    proc = home.cli("run", "--once", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    jobs = {j["id"]: j for j in home.jobs()}
+    assert set(ids) <= set(jobs)  # every record kept, ids unchanged
+    assert jobs[ids[-1]]["status"] == "completed"  # the pending one ran
+    assert len(jobs) == len(ids)  # no new job: neither for known inputs nor for the pruned one
+    assert not (home.state / "jobs.json").exists() and not (home.state / "archive").exists()
+    kept = {p.name for p in (home.state / "quarantine").iterdir()}
+    assert any(n.endswith("jobs.json") for n in kept) and any(n.endswith("archive") for n in kept)
+    assert home.cli("fsck").returncode == 0
+
+
+def test_a_stale_results_document_does_not_finish_a_retried_job(home, videos):
+    """A failed job retried while no daemon ran must run again at the next start, not be
+    failed again from the document its first attempt left (found while building fsck)."""
+    (home.inbox).mkdir(parents=True, exist_ok=True)
+    (home.inbox / "broken.mkv").write_bytes(b"\x1aE\xdf\xa3" + b"\x00" * 100)
+    assert home.cli("run", "--once", timeout=120).returncode == 1
+    first = home.json("show", "broken.mkv")
+    assert first["status"] == "failed"
+    assert home.cli("retry", "broken.mkv").returncode == 0
+    assert home.cli("run", "--once", timeout=120).returncode == 1
+    again = home.json("show", "broken.mkv")
+    assert again["id"] == first["id"] and again["status"] == "failed"
+    assert again["started_at"] is not None and again["started_at"] > first["started_at"]  # it ran again
+
+
+def test_every_finished_job_has_a_results_document_with_its_record(home, videos):
+    """Jobs that end without a worker run (a duplicate reusing a result, a duplicate of a
+    failed original) carry their record in the output folder too."""
+    home.drop(videos["clip.webm"], "a.webm")
+    (home.inbox / "bad.mkv").write_bytes(b"\x1aE\xdf\xa3" + b"\x00" * 100)
+    assert home.cli("run", "--once", timeout=120).returncode == 1
+    shutil.copy(home.inbox / "a.webm", home.inbox / "copy.webm")  # same content: reuses a's result
+    shutil.copy(home.inbox / "bad.mkv", home.inbox / "bad-copy.mkv")  # a duplicate of a failed job
+    proc = home.start()
+    for name in ("copy.webm", "bad-copy.mkv"):
+        home.wait_status(name)
+    home.stop(proc)
+    for job in home.jobs():
+        assert job["output"], job
+        document = json.loads((home.output / job["output"]).read_text())
+        assert document["job"]["id"] == job["id"] and document["job"]["status"] == job["status"]
+        assert document["job"]["rev"] == job["rev"]
+    store = JobStore(home.state, readonly=True)
+    assert store.resolve("copy.webm")["duplicate_of"] == store.resolve("a.webm")["id"]
