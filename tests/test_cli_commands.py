@@ -91,6 +91,10 @@ def test_wait_for_a_file_dropped_a_moment_ago(home, videos):
     assert again.returncode == 0, again.stderr
     second = home.json("show", "cam1/a.mp4")
     assert second["id"] != first["id"] and again.stdout.split()[1] == second["id"]
+    # Touched (same content, new mtime): no new job will come; wait ends on the same job.
+    os.utime(home.inbox / "cam1" / "a.mp4")
+    touched = home.cli("wait", "cam1/a.mp4", "--timeout", "60")
+    assert touched.returncode == 0 and touched.stdout.split()[1] == second["id"], touched.stderr
 
     # A failed job, a finished one and an unknown name: 1, one line per job, a sentence each.
     (home.inbox / "junk.mp4").write_bytes(b"not a video" * 100)
@@ -274,8 +278,9 @@ def test_why_without_a_daemon_decides_from_the_file(home, videos, tmp_path):
     # The forms a person types: absolute, and relative to the current directory inside the inbox.
     assert verdict(str(home.inbox / "notes.txt"))["path"] == "notes.txt"
     assert verdict("./ready.mp4", cwd=home.inbox / "cam1")["path"] == "cam1/ready.mp4"
-    elsewhere = home.cli("why", str(tmp_path))
-    assert elsewhere.returncode == 1 and "is not inside the inbox" in one_sentence(elsewhere)
+    elsewhere = verdict(str(tmp_path))
+    assert elsewhere["verdict"] == "invalid" and elsewhere["reason"] == \
+        f"{tmp_path} is not inside the inbox {home.inbox}, so it cannot become a job."
     # Held open by a writer (this test process): named, with its pid.
     with open(fresh, "ab") as writer:
         writer.write(b"more")

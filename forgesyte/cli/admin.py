@@ -205,8 +205,9 @@ def why(ctx: click.Context, path: str, as_json: bool) -> None:
     _ready_dirs(settings, create=False)
     key = path_key(settings, path)
     if key is None:
-        raise UserError(f"{display(path)} is not inside the inbox {settings.inbox}, so it cannot become a job.")
-    if daemon_info(settings.state)["running"]:
+        answer = {"path": path, "job": None, "verdict": "invalid", "pattern": None, "since": None,
+                  "reason": f"{display(path)} is not inside the inbox {settings.inbox}, so it cannot become a job."}
+    elif daemon_info(settings.state)["running"]:
         answer = _control(settings, {"op": "why", "key": key})["why"]
     else:
         answer = explain(settings, _store(settings), key)

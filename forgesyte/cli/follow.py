@@ -7,6 +7,7 @@ same with or without one running.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -87,13 +88,27 @@ def _classify(settings: Settings, store, ref: str) -> Waited:
     return item
 
 
-def _advance(store, item: Waited) -> None:
+def _decided(settings: Settings, key: str, latest: dict[str, Any]) -> bool:
+    """The file as it is now is what the store knows for its newest job (size, mtime)."""
+    from forgesyte.storage.paths import name_from_key
+
+    try:
+        st = os.stat(os.path.join(str(settings.inbox), name_from_key(key)))
+    except (OSError, ValueError):
+        return False
+    return (st.st_size, st.st_mtime_ns) == (latest["size"], latest["mtime_ns"])
+
+
+def _advance(settings: Settings, store, item: Waited) -> None:
     from forgesyte.storage.jobs import JobNotFound, public_record
 
     if item.job_id is None:
         latest = store.latest_for_input(item.key)
-        if latest is None or (item.after is not None and latest["id"] <= item.after):
+        if latest is None:
             return
+        if item.after is not None and latest["id"] <= item.after and not _decided(settings, item.key, latest):
+            return
+        # A newer job, or the daemon recorded the file as that same content (a `touch`).
         item.job_id = latest["id"]
     try:
         job = public_record(store.get(item.job_id))
@@ -135,7 +150,7 @@ def wait(ctx: click.Context, jobs: tuple[str, ...], timeout: float | None, as_js
     finished: list[dict[str, Any]] = []
     while True:
         for item in waiting:
-            _advance(store, item)
+            _advance(settings, store, item)
             if item.problem:
                 click.echo(item.problem, err=True)
                 unknown.append(item)
