@@ -234,7 +234,7 @@ esac
 # ------------------------------------------------------------------ the checks
 phase "checks inside the container"
 T_CHECKS=$(date +%s)
-ct timeout 1500 /bin/bash /root/payload/guest.sh 2>&1 | tee "$RUN/guest.log"
+ct timeout 900 /bin/bash /root/payload/guest.sh 2>&1 | tee "$RUN/guest.log"
 T_CHECKS=$(( $(date +%s) - T_CHECKS ))
 ct journalctl --no-pager -b -o short-precise > "$RUN/journal.txt" 2>&1
 ct cat /tmp/readme-steps.log > "$RUN/readme-steps.log" 2>&1
