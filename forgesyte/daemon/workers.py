@@ -35,7 +35,16 @@ def _host_main(conn: Connection, inbox_root: str, output_root: str, log_level: i
     reaper.signal_on_parent_death(signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's to handle
 
+    stopping: list[bool] = []
+
     def on_term(signum, _frame):
+        # Once: PDEATHSIG comes again each time the kernel re-parents us while the daemon's
+        # threads die one by one, and a second SystemExit inside the cleanup below would
+        # leave the worker's children to init.
+        if stopping:
+            return
+        stopping.append(True)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, on_term)
