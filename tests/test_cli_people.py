@@ -228,3 +228,27 @@ def test_events_list_follow_and_since(home, videos):
         follow.send_signal(signal.SIGINT)
         assert follow.wait(timeout=10) == 0
     assert home.stop(daemon) == 0
+
+
+def test_names_that_are_not_utf8_as_arguments_and_in_json(home):
+    """The raw bytes of a name and its shown spelling both work as JOB and PATH; JSON
+    output stays valid (the key spelling, never a lone surrogate)."""
+    home.inbox.mkdir(parents=True)
+    (home.inbox / os.fsdecode(b"caf\xe9.mp4")).write_bytes(b"junk, not a video")
+    assert home.start("--once", wait_ready=False).wait(timeout=60) == 1
+
+    def cli(*args) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "forgesyte", *args], env=home.env(),
+                              capture_output=True, timeout=60, check=False)
+
+    waited = cli("wait", "--json", b"caf\xe9.mp4", b"gone\xff.mp4")
+    assert waited.returncode == 1, waited.stderr
+    document = json.loads(waited.stdout)
+    validator("wait").validate(document)
+    assert [j["input"] for j in document["jobs"]] == ["caf\\xe9.mp4"]
+    assert document["unknown"] == ["gone\\xff.mp4"]
+    answer = json.loads(cli("why", "--json", b"caf\xe9.mp4").stdout)
+    assert answer["verdict"] == "job" and answer["path"] == "caf\\xe9.mp4"
+    assert json.loads(cli("show", "--json", "caf\\xe9.mp4").stdout)["input"] == "caf\\xe9.mp4"
+    outside = json.loads(cli("why", "--json", b"/elsewhere/\xff.mp4").stdout)
+    assert outside["verdict"] == "invalid" and outside["path"] == "/elsewhere/\\xff.mp4"

@@ -280,6 +280,7 @@ def test_plugin_options_are_checked_before_anything_runs(home, tunable):
     proc = home.cli("run", "--once")
     assert proc.returncode == 2
     assert proc.stderr == f"Unknown option 'threshhold' in [plugin.tunable] in {cfg}; did you mean 'threshold'?\n"
+    assert not home.inbox.exists() and not home.state.exists()  # a refused configuration creates nothing
 
     tunable('[plugin.tunable]\nformat = "gif"\nthreshold = 500\n'
             '[[rules]]\nmatch = "cam/*"\nplugins = ["tunabel"]\n')

@@ -155,6 +155,16 @@ def _complete_jobs(ctx: click.Context, param: click.Parameter, incomplete: str) 
         return []
 
 
+def lossless(text: str) -> str:
+    """An argument as JSON can carry it: a non-UTF-8 name (surrogate-escaped by Python)
+    becomes its key spelling (\\xHH), which JOB and PATH accept back."""
+    if any("\udc80" <= char <= "\udcff" for char in text):
+        from forgesyte.storage.paths import key_from_name
+
+        return key_from_name(text)
+    return text
+
+
 def _emit_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2 if sys.stdout.isatty() else None, ensure_ascii=False))
 

@@ -16,7 +16,7 @@ import click
 
 from forgesyte.cli import (
     EXIT_USER, ConfigFailure, UserError, _complete_jobs, _emit_json, _ready_dirs, _resolve, _settings,
-    _store, cli, path_key,
+    _store, cli, lossless, path_key,
 )
 from forgesyte.config import ConfigError, Settings
 from forgesyte.text import display
@@ -205,7 +205,7 @@ def why(ctx: click.Context, path: str, as_json: bool) -> None:
     _ready_dirs(settings, create=False)
     key = path_key(settings, path)
     if key is None:
-        answer = {"path": path, "job": None, "verdict": "invalid", "pattern": None, "since": None,
+        answer = {"path": lossless(path), "job": None, "verdict": "invalid", "pattern": None, "since": None,
                   "reason": f"{display(path)} is not inside the inbox {settings.inbox}, so it cannot become a job."}
     elif daemon_info(settings.state)["running"]:
         answer = _control(settings, {"op": "why", "key": key})["why"]

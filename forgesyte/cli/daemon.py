@@ -29,7 +29,6 @@ def run(ctx: click.Context, once: bool, workers, plugins, polling, scheduler, lo
     from forgesyte.plugins.registry import DiscoveryFailed, probe
 
     settings = _settings(ctx, workers=workers, plugins=plugins, polling=polling, scheduler=scheduler)
-    _ready_dirs(settings, create=True)
     try:
         available = probe()
     except DiscoveryFailed as exc:
@@ -39,6 +38,7 @@ def run(ctx: click.Context, once: bool, workers, plugins, polling, scheduler, lo
     findings = check_plugins(settings, available)
     if findings.errors:
         raise ConfigFailure(summary(findings.errors))
+    _ready_dirs(settings, create=True)  # only a configuration that will run creates folders
     from forgesyte.daemon.systemd import configure_logging
 
     level = getattr(logging, log_level.upper())

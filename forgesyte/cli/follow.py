@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from forgesyte.cli import UserError, _complete_jobs, _emit_json, _ready_dirs, _settings, cli
+from forgesyte.cli import UserError, _complete_jobs, _emit_json, _ready_dirs, _settings, cli, lossless
 from forgesyte.config import ConfigError, Settings
 from forgesyte.text import display
 
@@ -166,8 +166,8 @@ def wait(ctx: click.Context, jobs: tuple[str, ...], timeout: float | None, as_js
         time.sleep(POLL if deadline is None else max(0.0, min(POLL, deadline - time.monotonic())))
         store = _open(settings)
     if as_json:
-        _emit_json({"jobs": finished, "unknown": [item.ref for item in unknown],
-                    "timed_out": [item.ref for item in waiting]})
+        _emit_json({"jobs": finished, "unknown": [lossless(item.ref) for item in unknown],
+                    "timed_out": [lossless(item.ref) for item in waiting]})
     if waiting:
         names = ", ".join(display(item.ref) for item in waiting)
         click.echo(f"Timed out after {timeout:g} s waiting for {names}.", err=True)
