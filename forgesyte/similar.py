@@ -129,9 +129,11 @@ class IndexWriter:
         try:
             entries = read_index(self.state_dir)
         except IndexDamaged as exc:
+            missing = not index_path(self.state_dir).exists()
             entries = entries_from_results(self.store.with_status("completed"), self.results)
             rebuild_from(self.state_dir, entries)
-            log.warning("%s Rebuilt it from the results documents (%d fingerprinted jobs).", exc, len(entries))
+            (log.info if missing else log.warning)(
+                "%s Rebuilt it from the results documents (%d fingerprinted jobs).", exc, len(entries))
         self._ready = True
         return {e["job_id"] for e in entries}
 
