@@ -99,7 +99,7 @@ def scan(inbox: Root, selection: Selection, under: str | None = None,
     """Every wanted file key below the inbox (or below key `under`); links not followed.
     With `coverage`, the folders walked are checked against the inotify watches held."""
     top = inbox.path_for(under) if under else inbox.path
-    folders: dict[str, tuple[int, int]] = {}
+    folders: dict[str, int] = {}
     for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
         rel = os.path.relpath(dirpath, inbox.path)
         prefix = "" if rel == "." else key_from_name(rel) + "/"
@@ -107,7 +107,7 @@ def scan(inbox: Root, selection: Selection, under: str | None = None,
         if coverage is not None:
             try:
                 st = os.stat(dirpath)
-                folders[prefix.rstrip("/")] = (st.st_dev, st.st_ino)
+                folders[prefix.rstrip("/")] = st.st_ino
             except OSError:
                 pass
         for name in filenames:
@@ -118,10 +118,13 @@ def scan(inbox: Root, selection: Selection, under: str | None = None,
         coverage.update(under, folders)
 
 
-def watched_inodes() -> set[tuple[int, int]] | None:
-    """(st_dev, st_ino) of every inotify watch this process holds, from the kernel's
-    /proc/self/fdinfo; None where that cannot be read (then nothing is checked)."""
-    found: set[tuple[int, int]] = set()
+def watched_inodes() -> set[int] | None:
+    """Inode numbers of every inotify watch this process holds, from the kernel's
+    /proc/self/fdinfo; None where that cannot be read (then nothing is checked).
+
+    Inode numbers only: fdinfo's sdev is the superblock's device, which differs from
+    stat()'s st_dev on btrfs subvolumes; one inbox rarely spans file systems."""
+    found: set[int] = set()
     try:
         fds = os.listdir("/proc/self/fd")
     except OSError:
@@ -139,8 +142,7 @@ def watched_inodes() -> set[tuple[int, int]] | None:
                 continue
             fields = dict(part.split(":", 1) for part in line.split()[1:] if ":" in part)
             try:
-                kdev = int(fields["sdev"], 16)  # the kernel's dev_t: major << 20 | minor
-                found.add((os.makedev(kdev >> 20, kdev & 0xFFFFF), int(fields["ino"], 16)))
+                found.add(int(fields["ino"], 16))
             except (KeyError, ValueError):
                 continue
     return found
@@ -193,15 +195,15 @@ class Coverage:
         self._seen: dict[str, tuple[int, int]] = {}  # file key -> (size, mtime_ns) last polled
         self.condition = Condition("inotify-watches", log)
 
-    def update(self, under: str | None, folders: dict[str, tuple[int, int]]) -> None:
-        """A scan of `under` (None: the whole inbox) walked `folders` (key -> dev, ino)."""
+    def update(self, under: str | None, folders: dict[str, int]) -> None:
+        """A scan of `under` (None: the whole inbox) walked `folders` (key -> inode)."""
         if not self.enabled:
             return
         watched = watched_inodes()
         if watched is None:
             return
         now = time.monotonic()
-        missing = {key for key, ident in folders.items() if ident not in watched}
+        missing = {key for key, ino in folders.items() if ino not in watched}
         with self._lock:
             if under is None:
                 stale = [k for k in self.unwatched if k not in missing]
@@ -240,7 +242,7 @@ class Coverage:
             try:
                 path = self.inbox.path_for(key) if key else self.inbox.path
                 st = os.stat(path)
-                if (st.st_dev, st.st_ino) in watched:
+                if st.st_ino in watched:
                     raise FileNotFoundError
                 with os.scandir(path) as entries:
                     listing = list(entries)
@@ -257,7 +259,7 @@ class Coverage:
                             continue
                         est = entry.stat(follow_symlinks=False)
                         with self._lock:
-                            fresh = child not in self.unwatched and (est.st_dev, est.st_ino) not in watched
+                            fresh = child not in self.unwatched and est.st_ino not in watched
                             if fresh:
                                 self.unwatched[child] = now
                         if fresh:
