@@ -1,17 +1,20 @@
 """The job store at scale: per-job cost, CLI latency, ingest throughput, daemon memory.
 
-    .venv/bin/python bench/store.py [--history 100000] [--runs 5] [--clips 1000]
+    .venv/bin/python bench/store.py [--history 100000] [--runs 5] [--clips 1000] [--backlog 20000]
 
 1. Per-job store cost (create + claim + complete) with 1,000 and with
    `--history` jobs already on record; "unbatched" flushes after every
    transition (what a CLI writer does), "daemon" flushes once per job (the
    daemon batches more than that under load). Baseline in the same run: plain
    TinyDB (stock JSONStorage, one record per job, three writes per job).
-2. Whole-process wall time of CLI commands against the big store.
-3. End-to-end ingest of small clips with the metadata plugin on 2 workers,
-   against a process-per-file probe (the `watchmedo shell-command` way: one
-   Python + PyAV process per file, two at a time).
+2. Per-flush cost with 1,000 and with `--backlog` jobs pending (the daemon's
+   steady state while a library it was pointed at waits): flat, because a
+   flush appends only what changed to the journal.
+3. Whole-process wall time of CLI commands against the big store.
 4. Resident memory of the daemon holding the big store.
+5. End-to-end ingest of small clips with the metadata plugin on 2 workers,
+   against a process-per-file probe (the `watchmedo shell-command` way: one
+   Python + PyAV process per file, two at a time); `--clips 0` skips it.
 """
 
 from __future__ import annotations
@@ -63,6 +66,32 @@ def per_job_cost(state: Path, jobs: int, flush_each_transition: bool) -> float:
     elapsed = time.perf_counter() - start
     store.close()
     return elapsed / jobs * 1000
+
+
+def backlog(state: Path, pending: int) -> None:
+    """`pending` jobs waiting (a library just dropped in), written as the daemon would."""
+    store = JobStore(state, autoflush=False)
+    for i in range(pending):
+        store.create(f"lib/{i // 500}/clip-{i:06d}.mp4", size=1000 + i, mtime_ns=i,
+                     sha256=f"{i:064x}", plugins=PLUGINS)
+        if i % 1000 == 999:
+            store.flush()
+    store.close()
+
+
+def flush_cost(state: Path, jobs: int) -> float:
+    """ms per flush of one finished job (claim + complete), the daemon's steady state,
+    while the rest of the backlog stays pending."""
+    store = JobStore(state, autoflush=False)
+    waiting = [j["id"] for j in store.newest(jobs, "pending")]
+    start = time.perf_counter()
+    for job_id in waiting:
+        store.claim(job_id)
+        store.complete(job_id, "x/results.json")
+        store.flush()
+    elapsed = time.perf_counter() - start
+    store.close()
+    return elapsed / len(waiting) * 1000
 
 
 def plain_tinydb_cost(n_existing: int, jobs: int) -> float:
@@ -123,7 +152,7 @@ def ingest(clip: bytes, n: int) -> tuple[float, float]:
             (d.inbox / f"b{i // 200}/c{i:05d}.webm").write_bytes(clip + b"%d" % i)
 
         def done():
-            if not (d.state / "jobs.json").exists():
+            if not (d.state / "jobs" / "manifest.json").exists():
                 return None
             store = JobStore(d.state, readonly=True)
             return store.all() if store.counts()["completed"] == n else None
@@ -148,6 +177,7 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--clips", type=int, default=1000)
+    parser.add_argument("--backlog", type=int, default=20_000)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="forgesyte-store-") as tmp:
@@ -168,8 +198,22 @@ def main() -> None:
         base3 = median([plain_tinydb_cost(3000, 50) for _ in range(3)])
         print(f"| baseline: plain TinyDB, one file | {base1:.2f} | {base3:.2f} (at 3,000) | {base3 / base1:.2f}x |")
 
+        print(f"\n## Per-flush cost with a backlog (one job finished per flush), ms, median of {args.runs} runs")
+        print("| pending jobs | ms per flush |")
+        print("|---:|---:|")
+        costs = {}
+        for pending in (1_000, args.backlog):
+            state = Path(tmp) / f"backlog-{pending}" / "state"
+            backlog(state, pending + 200 * args.runs)
+            costs[pending] = median([flush_cost(state, 200) for _ in range(args.runs)])
+            print(f"| {pending:,} | {costs[pending]:.2f} |")
+        print(f"| ratio | {costs[args.backlog] / costs[1_000]:.2f}x |")
+
         env = {k: v for k, v in os.environ.items() if not k.startswith("FORGESYTE_")}
         env.update(FORGESYTE_HOME=str(big.parent))
+        # As installed: with bytecode caches (a first run writes them), not compiling every import.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        subprocess.run([sys.executable, "-m", "forgesyte", "status"], env=env, stdout=subprocess.DEVNULL)
         reader = JobStore(big, readonly=True)
         some = reader.newest(1)[0]
         print(f"\n## CLI wall time with {args.history:,} jobs on record, ms, median of {args.runs + 2} runs")
@@ -201,6 +245,8 @@ def main() -> None:
         for i, r in enumerate(worker_rss):
             print(f"| child process {i + 1} (worker or spawn helper) | {r:.0f} |")
 
+    if not args.clips:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_video(Path(tmp) / "c.webm", VideoSpec(codec="libvpx-vp9", width=160, height=120,
                                                            seconds=0.5, audio=None)).read_bytes()
@@ -219,8 +265,7 @@ def _time(cmd, env) -> float:
 
 
 def _oldest_id(reader: JobStore) -> str:
-    entries = sorted(reader._manifest(), key=lambda e: e["min_id"])
-    return entries[0]["min_id"]
+    return reader._manifest.chunks[0]["min_id"]
 
 
 if __name__ == "__main__":

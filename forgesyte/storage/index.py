@@ -1,6 +1,6 @@
 """What the store knows of every input and every content, without reading the records.
 
-    <state>/index/NN.json   64 checksummed buckets (tinystore.py):
+    <state>/index/NNN.json  256 checksummed buckets (tinystore.py):
                             {"gen": G, "inputs": {input key: [id, size, mtime_ns, sha256, original id]},
                                        "shas":   {sha256: id of the first job with that content}}
     <state>/index/log.log   changes since the buckets were written (recordlog.py):
@@ -23,6 +23,7 @@ COMPACT_AT logged entries it rewrites the buckets and starts a new log.
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
 from pathlib import Path
@@ -33,8 +34,8 @@ from forgesyte.storage.atomic import atomic_write_bytes
 from forgesyte.storage.errors import StateDamaged, StateError
 from forgesyte.storage.tinystore import read_document, read_raw, write_document
 
-BUCKETS = 64
-COMPACT_AT = 20_000
+BUCKETS = 256
+COMPACT_AT = 5_000
 INDEX_DIR = "index"
 LOG = "log.log"
 BUCKET_FORMAT, LOG_FORMAT, VERSION = "forgesyte-index-bucket", "forgesyte-index-log", 1
@@ -64,7 +65,7 @@ def index_entry(job: dict[str, Any]) -> IndexEntry:
 
 
 def bucket_name(number: int) -> str:
-    return f"{number:02d}.json"
+    return f"{number:03d}.json"
 
 
 def rel(name: str) -> str:
@@ -85,15 +86,16 @@ def _read_bucket(folder: Path, number: int) -> dict[str, Any] | None:
     return body
 
 
-def _read_log(folder: Path) -> tuple[int, list[dict[str, Any]]] | None:
-    """(base generation, change records); None when there is no log."""
+def _read_log(folder: Path, needle: bytes | None = None) -> tuple[int, list[dict[str, Any]]] | None:
+    """(base generation, change records); None when there is no log. With `needle`, every
+    line is verified but only the records that contain it are parsed (a reader's lookup)."""
     try:
         raw = read_raw(folder / LOG, rel(LOG))
     except FileNotFoundError:
         return None
     except StateError as exc:
         raise IndexDamaged(exc.name, exc.problem) from None
-    scan = recordlog.scan_all(raw)
+    scan = recordlog.scan_all(raw, needle)
     if not scan.records:
         raise IndexDamaged(rel(LOG), "is empty" if not raw else "has no readable header")
     if scan.damaged_lines:
@@ -112,7 +114,7 @@ def lookup_input(state_dir: Path | str, input_key: str) -> IndexEntry | None:
     folder = Path(state_dir) / INDEX_DIR
     bucket = _read_bucket(folder, bucket_of(input_key))
     entry = (bucket or {}).get("inputs", {}).get(input_key)
-    logged = _read_log(folder)
+    logged = _read_log(folder, json.dumps(input_key, ensure_ascii=False).encode("utf-8", "surrogateescape"))
     for record in logged[1] if logged else ():
         candidate = record.get("i", {}).get(input_key)
         if candidate is not None and (entry is None or entry[0] <= candidate[0]):
@@ -226,17 +228,16 @@ class Index:
     def checkpoint(self, gen: int) -> None:
         """Log this checkpoint's changes (always a record, so the log shows every
         generation); called before the manifest of `gen` is written."""
-        if self._fresh:
-            self.compact(gen)
-            return
         os.makedirs(self.dir, mode=0o750, exist_ok=True)
-        if not (self.dir / LOG).exists():
+        if self._fresh or not (self.dir / LOG).exists():
             self.compact(gen)
             return
+        # Logged first even when compacting now: buckets of `gen` are then never newer than
+        # the log says, whatever instant a crash picks (see load()).
         recordlog.append(self.dir / LOG, [{"gen": gen, "i": self._changed_inputs, "s": self._changed_shas}])
         self._logged += len(self._changed_inputs) + len(self._changed_shas)
         self._changed_inputs, self._changed_shas = {}, {}
-        if self._logged >= COMPACT_AT:
+        if self._logged >= max(COMPACT_AT, len(self) // 10):  # rewriting all buckets stays ~10% of writes
             self.compact(gen)
 
     def compact(self, gen: int) -> None:

@@ -39,7 +39,7 @@ from forgesyte.storage import chunks, journal
 from forgesyte.storage.chunks import CHUNK_SIZE, PRUNED, Manifest
 from forgesyte.storage.errors import StateDamaged
 from forgesyte.storage.events import EventLog, event_of
-from forgesyte.storage.ids import JobIds, utc_now
+from forgesyte.storage.ids import JobIds, is_job_id, utc_now
 from forgesyte.storage.index import IndexDamaged, lookup_input
 
 PENDING, RUNNING, COMPLETED, FAILED = "pending", "running", "completed", "failed"
@@ -55,7 +55,7 @@ _ALLOWED = {
     "resettle": ({PENDING, RUNNING}, PENDING),
 }
 
-JOURNAL_LIMIT = 1 << 20  # bytes of journal that trigger a checkpoint (readers parse it all)
+JOURNAL_LIMIT = 256 * 1024  # bytes of journal that trigger a checkpoint (every reader parses it)
 MAX_DIRTY_CHUNKS = 32  # ... or this many chunks touched since the last one
 CACHE_CHUNKS = 8
 INTERNAL_FIELDS = ("mtime_ns", "run")
@@ -227,7 +227,7 @@ class JobStore:
         """A job by id, unique id prefix, or input key (newest job for that input)."""
         if not ref:
             raise JobNotFound("No job matches an empty reference.")
-        record = self._retrying(lambda: self._stored(ref))
+        record = self._retrying(lambda: self._stored(ref)) if is_job_id(ref) else None
         if record is not None and record.get("status") != PRUNED:
             return dict(record)
         latest = self.latest_for_input(ref)

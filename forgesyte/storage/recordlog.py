@@ -121,8 +121,16 @@ class Scan:
         return self.size > self.good_end and not self.damaged_inside
 
 
-def scan_all(raw: bytes) -> Scan:
-    """Verify every line of a log's bytes."""
+def _verified(line: bytes) -> bool:
+    try:
+        return len(line) >= 10 and line[8:9] == b" " and int(line[:8], 16) == zlib.crc32(line[9:])
+    except ValueError:
+        return False
+
+
+def scan_all(raw: bytes, needle: bytes | None = None) -> Scan:
+    """Verify every line of a log's bytes. With `needle`, lines without it are verified
+    but not parsed (and not returned), except the first (a header)."""
     result = Scan(size=len(raw))
     start, number = 0, 0
     while start < len(raw):
@@ -131,6 +139,15 @@ def scan_all(raw: bytes) -> Scan:
         if end < 0:  # an incomplete last line
             result.damaged_lines.append(number)
             break
+        if needle is not None and number > 1 and raw.find(needle, start, end) < 0:
+            if not _verified(raw[start:end]):
+                result.damaged_lines.append(number)
+            else:
+                if result.damaged_lines:
+                    result.damaged_inside = True
+                result.good_end = end + 1
+            start = end + 1
+            continue
         record = decode(raw[start:end])
         if record is None:
             result.damaged_lines.append(number)

@@ -21,8 +21,6 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from tinydb.storages import Storage
-
 from forgesyte.storage.atomic import atomic_write_bytes
 from forgesyte.storage.errors import StateDamaged, UnknownFormat
 
@@ -99,27 +97,37 @@ def document_crc(path: Path, name: str, fmt: str, version: int) -> int:
     return zlib.crc32(body)
 
 
-class ChecksummedStorage(Storage):
-    """A TinyDB Storage over a checksummed document, e.g.
-    ``TinyDB(path, storage=ChecksummedStorage, fmt="forgesyte-chunk", version=1)``."""
+def __getattr__(name: str) -> Any:
+    """`ChecksummedStorage` is built on first use, so readers that never open a chunk
+    through TinyDB itself do not pay for importing it (a CLI command must start fast)."""
+    if name != "ChecksummedStorage":
+        raise AttributeError(name)
+    from tinydb.storages import Storage
 
-    def __init__(self, path: str, fmt: str, version: int, readonly: bool = False):
-        self.path = Path(path)
-        self.fmt, self.version, self.readonly = fmt, version, readonly
+    class ChecksummedStorage(Storage):
+        """A TinyDB Storage over a checksummed document, e.g.
+        ``TinyDB(path, storage=ChecksummedStorage, fmt="forgesyte-chunk", version=1)``."""
 
-    def read(self) -> dict[str, Any] | None:
-        try:
-            return read_document(self.path, self.path.name, self.fmt, self.version)
-        except FileNotFoundError:
-            return None
+        def __init__(self, path: str, fmt: str, version: int, readonly: bool = False):
+            self.path = Path(path)
+            self.fmt, self.version, self.readonly = fmt, version, readonly
 
-    def write(self, data: dict[str, Any]) -> None:
-        if self.readonly:
-            raise PermissionError("This document was opened read-only.")
-        write_document(self.path, self.fmt, self.version, data)
+        def read(self) -> dict[str, Any] | None:
+            try:
+                return read_document(self.path, self.path.name, self.fmt, self.version)
+            except FileNotFoundError:
+                return None
 
-    def close(self) -> None:
-        pass
+        def write(self, data: dict[str, Any]) -> None:
+            if self.readonly:
+                raise PermissionError("This document was opened read-only.")
+            write_document(self.path, self.fmt, self.version, data)
+
+        def close(self) -> None:
+            pass
+
+    globals()["ChecksummedStorage"] = ChecksummedStorage
+    return ChecksummedStorage
 
 
 # Older name of the error a damaged state file raises (forgesyte.storage.errors).
