@@ -32,7 +32,7 @@ def one_run(clip: bytes, settle: float) -> dict[str, float]:
         closed = time.time()
 
         def done():
-            if not (d.state / "jobs.json").exists():
+            if not (d.state / "jobs" / "manifest.json").exists():
                 return None
             jobs = JobStore(d.state, readonly=True).all()
             return jobs[0] if jobs and jobs[0]["status"] == "completed" else None

@@ -14,7 +14,13 @@ import pytest
 
 from forgesyte.storage.chunks import CHUNK_SIZE as SEGMENT_SIZE
 from forgesyte.storage.chunks import read_manifest
-from forgesyte.storage.jobs import IllegalTransition, JobIds, JobNotFound, AmbiguousJob, JobStore
+from forgesyte.storage.jobs import (
+    AmbiguousJob,
+    IllegalTransition,
+    JobIds,
+    JobNotFound,
+    JobStore,
+)
 from forgesyte.storage.recovery import inspect
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -120,7 +126,7 @@ def test_kill_9_during_writes_and_checkpoints_leaves_a_consistent_store(tmp_path
     and go on."""
     rng = random.Random(3)
     seen = 0
-    for round_no in range(8):
+    for _round in range(8):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE)
         target = rng.randint(20, 160)  # jobs this writer gets through before the kill
         while int(proc.stdout.readline()) < target:

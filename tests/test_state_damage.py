@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from forgesyte.storage import chunks, jobs as jobs_module
+from forgesyte.storage import chunks
+from forgesyte.storage import jobs as jobs_module
 from forgesyte.storage.jobs import JobStore
 from forgesyte.storage.results import ResultStore, finished_record
 
@@ -102,6 +103,16 @@ def quarantined_bytes(home) -> list[bytes]:
     return [p.read_bytes() for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
 
 
+def fsck_json(proc) -> dict:
+    """stdout is exactly one document, valid against docs/schema/fsck.schema.json."""
+    import jsonschema
+
+    document = json.loads(proc.stdout)
+    schema = json.loads((Path(__file__).resolve().parent.parent / "docs/schema/fsck.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(document)
+    return document
+
+
 def no_traceback(proc) -> None:
     assert "Traceback" not in proc.stderr and "Unexpected error" not in proc.stderr, proc.stderr
 
@@ -116,7 +127,7 @@ def damage_and_check(home, kind: str, how: str) -> tuple[str, bytes]:
     damage(victim, how)
     check = home.cli("fsck", "--json")
     no_traceback(check)
-    report = json.loads(check.stdout)
+    report = fsck_json(check)
     if kind == "events" and how in ("empty", "delete"):
         assert check.returncode == 0, report  # a log that starts over is not damage
     else:
@@ -166,8 +177,8 @@ def test_fsck_repair_of_a_damaged_state_file(home, videos, monkeypatch, kind, ho
     repaired = home.cli("fsck", "--repair", "--json", timeout=120)
     no_traceback(repaired)
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
-    report = json.loads(repaired.stdout)
-    assert report["healthy"] and report["remaining"] == []
+    report = fsck_json(repaired)
+    assert report["healthy"] and report["remaining"] == [] and report["repaired"] == bool(report["problems"])
     assert_nothing_lost(home, expected, inbox_before, results_before, left, rel, daemon_ran=False)
 
 

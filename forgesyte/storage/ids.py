@@ -1,7 +1,9 @@
 """Job ids and timestamps.
 
-Ids are ULID-style (time first), so sorting ids sorts jobs by creation, a
-segment's [min_id, max_id] range finds a job, and "newest N" needs no index.
+Ids are ULID-style (time first), so sorting ids sorts jobs by creation, the
+chunk that holds a job is found from its id (chunks partition the id space),
+and "newest N" reads only the last chunks. `JobIds` never issues an id below
+the floor the store persists, whatever the wall clock does.
 """
 
 from __future__ import annotations

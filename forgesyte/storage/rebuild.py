@@ -98,31 +98,35 @@ def check(state_dir: Path, output_dir: Path | None) -> Report:
 
     try:
         store = JobStore(state_dir, readonly=True)
-        for key, document in results_documents(Path(output_dir)):
-            if document is None:
-                report.findings.append(Finding(f"(output) {key}", "is not a readable results document",
-                                               NOTICE))
-                continue
-            record = _document_record(key, document)
-            if record is None:
-                continue  # written before documents carried records: nothing to compare
-            stored = store._retrying(lambda: store._stored(record["id"]))
-            if stored is None:
-                report.findings.append(Finding(f"(output) {key}", f"belongs to job {record['id']}, which "
-                                               "the store has no record of", BLOCKING,
-                                               "the record is restored from it"))
-            elif stored.get("status") != PRUNED and stored.get("rev", 0) < record.get("rev", -1):
-                report.findings.append(Finding(f"(output) {key}", f"is newer than the store's record of job "
-                                               f"{record['id']} ({stored['status']})", AUTO,
-                                               "the record is updated from it"))
         report.records = sum(store.counts().values())
+    except StateError:
+        return report  # already among the findings of inspect
+    for key, document in results_documents(Path(output_dir)):
+        if document is None:
+            report.findings.append(Finding(f"(output) {key}", "is not a readable results document", NOTICE))
+            continue
+        record = _document_record(key, document)
+        if record is None:
+            continue  # written before documents carried records: nothing to compare
+        try:
+            stored = store._retrying(lambda job_id=record["id"]: store._stored(job_id))
+        except StateError:
+            continue  # in a damaged chunk: that chunk is a finding already
+        if stored is None:
+            report.findings.append(Finding(f"(output) {key}", f"belongs to job {record['id']}, which the "
+                                           "store has no record of", BLOCKING, "the record is restored from it"))
+        elif stored.get("status") != PRUNED and stored.get("rev", 0) < record.get("rev", -1):
+            report.findings.append(Finding(f"(output) {key}", f"is newer than the store's record of job "
+                                           f"{record['id']} ({stored['status']})", AUTO,
+                                           "the record is updated from it"))
+    try:
         for job in store.newest(None):
             if job["status"] in ("completed", "failed") and job.get("output"):
                 if not (Path(output_dir) / job["output"]).is_file():
                     report.findings.append(Finding(f"(output) {job['output']}", f"is missing (job {job['id']}, "
                                                    f"{job['status']})", NOTICE))
     except StateError:
-        pass  # already among the findings from inspect
+        pass  # a damaged chunk: among the findings of inspect
     return report
 
 

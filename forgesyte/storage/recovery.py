@@ -33,8 +33,9 @@ from forgesyte.storage.atomic import TMP_SUFFIX, fsync_dir
 from forgesyte.storage.chunks import JOBS_DIR, MANIFEST, Manifest
 from forgesyte.storage.errors import StateDamaged, StateError, UnknownFormat
 from forgesyte.storage.events import CURRENT as EVENTS_CURRENT
-from forgesyte.storage.events import EVENTS_DIR, PREVIOUS as EVENTS_PREVIOUS
+from forgesyte.storage.events import EVENTS_DIR
 from forgesyte.storage.events import FORMAT as EVENTS_FORMAT
+from forgesyte.storage.events import PREVIOUS as EVENTS_PREVIOUS
 from forgesyte.storage.events import VERSION as EVENTS_VERSION
 from forgesyte.storage.ids import utc_now
 from forgesyte.storage.index import INDEX_DIR, Index, IndexDamaged

@@ -131,4 +131,4 @@ def __getattr__(name: str) -> Any:
 
 
 # Older name of the error a damaged state file raises (forgesyte.storage.errors).
-from forgesyte.storage.errors import StateError as StoreCorrupt  # noqa: E402
+from forgesyte.storage.errors import StateError as StoreCorrupt  # noqa: E402,F401
