@@ -26,7 +26,7 @@ from forgesyte.daemon.lock import StateLock
 from forgesyte.daemon.scheduler import Scheduler
 from forgesyte.daemon.selection import Selection
 from forgesyte.daemon.systemd import Notifier
-from forgesyte.daemon.watch import FILE, InboxWatcher, scan
+from forgesyte.daemon.watch import InboxWatcher, scan
 from forgesyte.daemon.workers import WorkerPool
 from forgesyte.storage.recovery import open_daemon_store
 from forgesyte.storage.paths import Root
@@ -191,7 +191,9 @@ class Daemon:
             mailbox.serve(self.settings.state, scheduler.handle_request)
             scheduler.paused = self._inbox_missing
             scheduler.dispatch()
-            for event in self.executor.poll(TICK):
+            # Sleep in poll only as long as the intake has nothing to do (a backlog: not at all).
+            hint = None if self._inbox_missing else self.intake.wait_hint()
+            for event in self.executor.poll(TICK if hint is None else min(TICK, hint)):
                 scheduler.apply(event)
             if self.once and self._drained():
                 break
@@ -271,7 +273,7 @@ class Daemon:
             self._inbox_missing = False
             self._inbox_gone.clear(f"the inbox {self.settings.inbox} is back; resuming intake")
             self.watcher.start()
-            self._start_scan()
+            self._start_scan(force=True)  # the scan cut short by pause() may not have ended yet
         elif present and not self.watcher.healthy():
             log.error("the inbox observer died; restarting it and rescanning")
             self.watcher.restart()
@@ -298,5 +300,9 @@ class Daemon:
         self._scan_future = self.scanner.submit(self._scan_into_queue, None)
 
     def _scan_into_queue(self, under: str | None) -> None:
+        """In the scan thread: keys go to the intake's bounded feed, which waits while the
+        intake is busy, so a huge inbox is never listed into memory at once."""
+        epoch = self.intake.feed_epoch
         for key in scan(self.inbox, self.selection, under, coverage=self.watcher.coverage):
-            self.watcher.events.put((FILE, key))
+            if not self.intake.feed(key, epoch):
+                return  # stopping, or the inbox went away (a new scan follows its return)

@@ -1,0 +1,258 @@
+"""An existing library lands at once: N small videos already in the inbox at start.
+
+    .venv/bin/python bench/backlog.py [--sizes 1000,20000] [--huge] [--store]
+                                      [--limit-s 900] [--cache DIR]
+
+Daemon side. For each N (same run, so the ratio compares like with like):
+a fresh state and output folder, the inbox pointed at a cached library of N
+distinct tiny videos (one 64x64 H.264 clip of 1.7 kB plus distinct trailing
+bytes, which still decodes; folders of 1,000 files, made once and kept under
+--cache, so their ctime is old: files that were there before the daemon).
+The daemon runs with its defaults (2 workers, 2 s settle window) and the
+`metadata` chain; the bench reads its log as it is written and reports
+
+  first done   seconds from spawning `forgesyte run` to the first completed job
+  registered   seconds until every file is a job (pending or later)
+  rate         completed jobs/s: the run from first to last completion split
+               into --windows windows of equal job counts; the median window
+  all done     seconds from spawn to the last completion
+  main RSS     the daemon main process's peak resident memory (VmHWM)
+
+`--huge` adds N = 100,000 once. `--limit-s` stops a size that has not finished
+by then (its figures then cover only what completed, and say so).
+
+Store side (`--store`): what the job store costs per operation with P
+pending jobs already in it (P = 1,000, 20,000 and 100,000 with --huge),
+in-process, the daemon's way (autoflush off): create, claim, complete, one
+flush of a batch of 50 creates, and the size of the files a flush rewrote.
+Per-flush and per-create cost must not grow with P (issue 10, item 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from _common import median
+
+from tests.videogen import VideoSpec, make_video
+
+CLIP = VideoSpec(codec="libx264", width=64, height=64, fps=10, seconds=0.2, audio=None)
+PER_FOLDER = 1000
+JOB_LINE = re.compile(r"\bjob (\S+) (.*): (pending|completed|failed)\b")
+
+
+# -- the library --------------------------------------------------------------
+def library(cache: Path, n: int) -> Path:
+    """N distinct small videos, made once: `<cache>/lib-<n>/dNNN/fNNNNNN.mp4`."""
+    folder = cache / f"lib-{n}"
+    done = cache / f"lib-{n}.done"
+    if done.exists():
+        return folder
+    cache.mkdir(parents=True, exist_ok=True)
+    clip_path = cache / "clip.mp4"
+    if not clip_path.exists():
+        make_video(cache / "clip.tmp.mp4", CLIP)
+        os.replace(cache / "clip.tmp.mp4", clip_path)
+    clip = clip_path.read_bytes()
+    print(f"making a library of {n:,} videos under {folder} (once) ...", flush=True)
+    for i in range(n):
+        sub = folder / f"d{i // PER_FOLDER:03d}"
+        if i % PER_FOLDER == 0:
+            sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"f{i:06d}.mp4").write_bytes(clip + b"\nforgesyte-bench %d\n" % i)
+    done.touch()
+    return folder
+
+
+# -- one daemon run -------------------------------------------------------------
+class Run:
+    """A real `forgesyte run` over a library; its log lines timestamped as they arrive."""
+
+    def __init__(self, inbox: Path, n: int, settle: float):
+        self.n = n
+        self.tmp = tempfile.TemporaryDirectory(prefix="forgesyte-backlog-")
+        home = Path(self.tmp.name)
+        (home / "forgesyte.toml").write_text(f'plugins = ["metadata"]\nsettle_seconds = {settle}\n')
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("FORGESYTE_", "NOTIFY_SOCKET"))}
+        self.env.update(FORGESYTE_HOME=str(home), FORGESYTE_INBOX=str(inbox),
+                        FORGESYTE_CONFIG=str(home / "forgesyte.toml"))
+        self.pending: list[float] = []
+        self.finished: list[float] = []
+        self.failed = 0
+        self.log_tail: list[str] = []
+        self.hwm_kb = 0
+
+    def _read_log(self, stream) -> None:
+        for raw in stream:
+            now = time.monotonic()
+            line = raw.decode(errors="replace")
+            match = JOB_LINE.search(line)
+            if match is None:
+                self.log_tail = (self.log_tail + [line.rstrip()])[-20:]
+                continue
+            what = match.group(3)
+            if what == "pending":
+                self.pending.append(now)
+            else:
+                self.finished.append(now)
+                self.failed += what == "failed"
+
+    def _sample_memory(self, pid: int) -> None:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self.hwm_kb = max(self.hwm_kb, int(line.split()[1]))
+        except OSError:
+            pass
+
+    def go(self, limit_s: float) -> dict:
+        self.start = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "forgesyte", "run"], env=self.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        reader = threading.Thread(target=self._read_log, args=(proc.stderr,), daemon=True)
+        reader.start()
+        deadline = self.start + limit_s
+        try:
+            while len(self.finished) < self.n and time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError("the daemon exited:\n" + "\n".join(self.log_tail))
+                self._sample_memory(proc.pid)
+                time.sleep(0.2)
+            self._sample_memory(proc.pid)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            reader.join(timeout=10)
+            self.tmp.cleanup()
+        return self.figures()
+
+    def figures(self, windows: int = 10) -> dict:
+        done = sorted(self.finished)
+        rel = [t - self.start for t in done]
+        rates = []
+        if len(done) >= 2 * windows:
+            size = len(done) // windows
+            for w in range(windows):
+                a, b = done[w * size], done[min(len(done) - 1, (w + 1) * size)]
+                if b > a:
+                    rates.append(size / (b - a))
+        return {
+            "n": self.n, "completed": len(done), "failed": self.failed,
+            "first_done": rel[0] if rel else float("nan"),
+            "registered": (max(self.pending) - self.start) if len(self.pending) >= self.n else float("nan"),
+            "registered_count": len(self.pending),
+            "all_done": rel[-1] if len(done) >= self.n else float("nan"),
+            "rate": median(rates), "rss_mb": self.hwm_kb / 1024,
+        }
+
+
+def daemon_side(args, cache: Path, sizes: list[int]) -> None:
+    results = []
+    for n in sizes:
+        inbox = library(cache, n)
+        print(f"N = {n:,}: running ...", flush=True)
+        results.append(Run(inbox, n, args.settle).go(args.limit_s))
+    base = results[0]["rate"]
+    print()
+    print(f"{'N':>8} | {'first done':>10} | {'registered':>10} | {'rate':>10} | {'vs first N':>10} | "
+          f"{'all done':>9} | {'main RSS':>8} | note")
+    for r in results:
+        note = "" if r["completed"] >= r["n"] else f"stopped at --limit-s: {r['completed']:,} completed, " \
+                                                   f"{r['registered_count']:,} registered"
+        if r["failed"]:
+            note += f" {r['failed']} failed!"
+        print(f"{r['n']:>8,} | {r['first_done']:>8.2f} s | {r['registered']:>8.1f} s | "
+              f"{r['rate']:>6.0f}/s | {r['rate'] / base:>9.2f}x | {r['all_done']:>7.1f} s | "
+              f"{r['rss_mb']:>5.0f} MB | {note}")
+
+
+# -- the store on its own ----------------------------------------------------------
+def _ms(values: list[float]) -> str:
+    return f"{median(values) * 1000:>6.2f} ms"
+
+
+def store_side(pending_sizes: list[int], ops: int = 200) -> None:
+    from forgesyte.storage.jobs import JobStore
+
+    print()
+    print(f"store cost with P pending jobs (median of {ops} operations; flush: a batch of 50 creates)")
+    print(f"{'P':>8} | {'create':>9} | {'claim':>9} | {'complete':>9} | {'flush':>9} | {'fill':>7} | "
+          f"files rewritten per flush")
+    for p in pending_sizes:
+        with tempfile.TemporaryDirectory(prefix="forgesyte-store-") as tmp:
+            state = Path(tmp)
+            store = JobStore(state, autoflush=False)
+            began = time.perf_counter()
+            for i in range(p):
+                store.create(f"d{i // PER_FOLDER:03d}/f{i:06d}.mp4", size=1800, mtime_ns=i,
+                             sha256=f"{i:064x}", plugins=["metadata"])
+                if i % 5000 == 4999:
+                    store.flush()
+            store.flush()
+            fill = time.perf_counter() - began
+
+            creates, claims, completes, flushes = [], [], [], []
+            made = []
+            for i in range(ops):
+                t = time.perf_counter()
+                made.append(store.create(f"new/{i}.mp4", size=1800, mtime_ns=i,
+                                         sha256=f"{p + i:064x}", plugins=["metadata"]))
+                creates.append(time.perf_counter() - t)
+            store.flush()
+            for job in made:
+                t = time.perf_counter()
+                store.claim(job["id"])
+                claims.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                store.complete(job["id"], f"x/{job['id']}/results.json")
+                completes.append(time.perf_counter() - t)
+            store.flush()
+            for r in range(10):
+                for i in range(50):
+                    store.create(f"batch{r}/{i}.mp4", size=1800, mtime_ns=i,
+                                 sha256=f"{10 * p + 1000 * r + i:064x}", plugins=["metadata"])
+                before = {f: f.stat().st_mtime_ns for f in state.rglob("*") if f.is_file()}
+                t = time.perf_counter()
+                store.flush()
+                flushes.append(time.perf_counter() - t)
+                rewritten = sum(f.stat().st_size for f in state.rglob("*")
+                                if f.is_file() and before.get(f) != f.stat().st_mtime_ns)
+            store.close()
+        print(f"{p:>8,} | {_ms(creates)} | {_ms(claims)} | {_ms(completes)} | {_ms(flushes)} | "
+              f"{fill:>5.0f} s | {rewritten / 1e6:.2f} MB", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,20000", help="library sizes, the first is the baseline")
+    parser.add_argument("--huge", action="store_true", help="also N = 100,000 (once)")
+    parser.add_argument("--store", action="store_true", help="also measure the store on its own")
+    parser.add_argument("--no-daemon", action="store_true", help="only the store side")
+    parser.add_argument("--settle", type=float, default=2.0, help="settle window (default: the daemon's)")
+    parser.add_argument("--limit-s", type=float, default=900.0, help="give up on one size after this long")
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get(
+        "FORGESYTE_BENCH_CACHE", Path.home() / ".cache" / "forgesyte-bench")) / "backlog")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")] + ([100_000] if args.huge else [])
+    if not args.no_daemon:
+        daemon_side(args, args.cache, sizes)
+    if args.store or args.no_daemon:
+        store_side(sizes)
+
+
+if __name__ == "__main__":
+    main()
