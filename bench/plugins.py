@@ -33,7 +33,6 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-
 from _common import median
 
 from forgesyte.plugins.base import Context
@@ -180,7 +179,8 @@ def main() -> None:
             if info.error:
                 print(f"| {name} | - | not loaded: {info.error} |" + (" |" if old else ""))
                 continue
-            t, ratio = paired(lambda n: run_alone(info.plugin, clip, tmp / f"alone-{name}"), clip, args.runs)
+            t, ratio = paired(lambda n, plugin=info.plugin, name=name: run_alone(plugin, clip, tmp / f"alone-{name}"),
+                              clip, args.runs)
             was = f" {old[name]:.2f}x |" if name in old else (" - |" if old else "")
             print(f"| {name} alone | {t:.3f} | {ratio:.2f}x |{was}")
         if old:

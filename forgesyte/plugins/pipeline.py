@@ -30,8 +30,8 @@ import av
 from av.video.reformatter import VideoReformatter
 
 from forgesyte.plugins.base import Audio, AudioChunk, Context, Frames, PluginError, VideoInfo
-from forgesyte.plugins.options import defaults_of
 from forgesyte.plugins.builtin._video import expected_frames, frame_time, open_video, reason
+from forgesyte.plugins.options import defaults_of
 
 BATCH = 4             # frames handed over at a time
 QUEUE_BATCHES = 2     # batches waiting per plugin: at most 12 frames in flight each
@@ -57,7 +57,7 @@ def scaled_size(width: int, height: int, want_w: int | None, want_h: int | None)
 class Frame:
     """A decoded frame as one plugin sees it (see `FramePlugin.analyze`)."""
 
-    __slots__ = ("av", "index", "time_s", "_request", "_formatters", "_array")
+    __slots__ = ("_array", "_formatters", "_request", "av", "index", "time_s")
 
     def __init__(self, frame: av.VideoFrame, index: int, time_s: float, request: Frames,
                  formatters: dict[tuple, VideoReformatter]):
@@ -366,7 +366,7 @@ def _sparse(container, stream, info: VideoInfo, consumers: list[Consumer], progr
         else:
             break  # the end of the stream
         progress(min(0.99, target / duration))
-    _flush_targets(consumers, last, int(round(((position - (first or 0)) * fps))), stream)
+    _flush_targets(consumers, last, int(round((position - (first or 0)) * fps)), stream)
 
 
 def _audio_pass(path: Path, consumers: list[Consumer]) -> None:

@@ -42,7 +42,6 @@ class ThumbnailsPlugin(FramePlugin):
                       width=max(16, int(ctx.options["width"])), format="bgr24")
 
     def analyze(self, video: VideoInfo, frames: Iterator, ctx: Context) -> dict[str, Any]:
-        width = max(16, int(ctx.options["width"]))
         ext, quality_flag = FORMATS[str(ctx.options["format"]).lower()]
         quality = int(ctx.options["quality"])
         columns = max(1, int(ctx.options["columns"]))
