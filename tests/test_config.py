@@ -175,6 +175,9 @@ def test_environment_and_flag_errors_say_so(tmp_path):
     proc = _run(base_env(tmp_path, cfg), "run", "--once")
     assert proc.returncode == 2
     assert proc.stderr == f"Setting 'retention' in {cfg}: '30 days' is not a duration; use a number with s, m, h, d or w, e.g. 30d.\n"
+    doctor = _run(base_env(tmp_path, cfg), "doctor")
+    assert doctor.returncode == 1
+    assert doctor.stdout.startswith(f"[FAIL] Setting 'retention' in {cfg}: '30 days' is not a duration")
 
 
 # -- rules: `*` stays inside one folder, `**` crosses folders -----------------------------------
