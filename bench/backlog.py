@@ -21,16 +21,20 @@ The daemon runs with its defaults (2 workers, 2 s settle window) and the
 `--huge` adds N = 100,000 once. `--limit-s` stops a size that has not finished
 by then (its figures then cover only what completed, and say so).
 
-Store side (`--store`): what the job store costs per operation with P
-pending jobs already in it (P = 1,000, 20,000 and 100,000 with --huge),
-in-process, the daemon's way (autoflush off): create, claim, complete, one
-flush of a batch of 50 creates, and the size of the files a flush rewrote.
-Per-flush and per-create cost must not grow with P (issue 10, item 5).
+Store side (`--store`): what the job store costs the daemon with P pending
+jobs in it (P = the same sizes), in-process, the daemon's way (autoflush
+off): registering P files (amortized per file, flushes and checkpoints
+included), then jobs at P pending (claim + complete + one more file, flushed
+every few jobs): amortized time per job, median and longest flush, how many
+checkpoints and their total time, bytes written per job, and the memory the
+store holds per pending job. Per-flush and per-job cost must not grow with P
+(issue 10, item 5).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import re
 import signal
@@ -181,59 +185,88 @@ def daemon_side(args, cache: Path, sizes: list[int]) -> None:
 
 
 # -- the store on its own ----------------------------------------------------------
-def _ms(values: list[float]) -> str:
-    return f"{median(values) * 1000:>6.2f} ms"
+def _written() -> int:
+    """Bytes this process has passed to write() so far (/proc/self/io wchar)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
 
 
-def store_side(pending_sizes: list[int], ops: int = 200) -> None:
+def _rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class _Timed:
+    """Wraps one method of an object: how often it ran, for how long in all, the longest."""
+
+    def __init__(self, obj, name: str):
+        self.calls, self.total, self.longest = 0, 0.0, 0.0
+        inner = getattr(obj, name, None)
+        if inner is None:
+            return
+
+        def timed(*args, **kwargs):
+            began = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent = time.perf_counter() - began
+                self.calls, self.total = self.calls + 1, self.total + spent
+                self.longest = max(self.longest, spent)
+        setattr(obj, name, timed)
+
+
+def store_side(pending_sizes: list[int], cycles: int = 2000, flush_every: int = 8) -> None:
+    """The daemon's use of the store, without the daemon: register P files (a create each,
+    a flush every 50, as intake does), then at P pending run `cycles` jobs through it
+    (claim the oldest, complete it, register one more file; a flush every `flush_every`
+    jobs, about what the loop does at a few hundred jobs/s). Amortized costs include the
+    flushes and whatever the store does inside them (journal appends, checkpoints)."""
     from forgesyte.storage.jobs import JobStore
 
     print()
-    print(f"store cost with P pending jobs (median of {ops} operations; flush: a batch of 50 creates)")
-    print(f"{'P':>8} | {'create':>9} | {'claim':>9} | {'complete':>9} | {'flush':>9} | {'fill':>7} | "
-          f"files rewritten per flush")
+    print(f"store side, in-process (autoflush off, as the daemon): register P files, then {cycles:,} "
+          f"jobs at P pending (claim+complete+create, a flush every {flush_every} jobs)")
+    print(f"{'P':>8} | {'register/file':>13} | {'per job':>9} | {'flush: median':>13} | {'longest':>9} | "
+          f"{'checkpoints':>11} | {'written/job':>11} | {'store RSS/pending':>17}")
     for p in pending_sizes:
         with tempfile.TemporaryDirectory(prefix="forgesyte-store-") as tmp:
-            state = Path(tmp)
-            store = JobStore(state, autoflush=False)
+            rss_before = _rss_kb()
+            store = JobStore(Path(tmp), autoflush=False)
             began = time.perf_counter()
             for i in range(p):
                 store.create(f"d{i // PER_FOLDER:03d}/f{i:06d}.mp4", size=1800, mtime_ns=i,
                              sha256=f"{i:064x}", plugins=["metadata"])
-                if i % 5000 == 4999:
+                if i % 50 == 49:
                     store.flush()
             store.flush()
-            fill = time.perf_counter() - began
-
-            creates, claims, completes, flushes = [], [], [], []
-            made = []
-            for i in range(ops):
-                t = time.perf_counter()
-                made.append(store.create(f"new/{i}.mp4", size=1800, mtime_ns=i,
-                                         sha256=f"{p + i:064x}", plugins=["metadata"]))
-                creates.append(time.perf_counter() - t)
-            store.flush()
-            for job in made:
-                t = time.perf_counter()
-                store.claim(job["id"])
-                claims.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                store.complete(job["id"], f"x/{job['id']}/results.json")
-                completes.append(time.perf_counter() - t)
-            store.flush()
-            for r in range(10):
-                for i in range(50):
-                    store.create(f"batch{r}/{i}.mp4", size=1800, mtime_ns=i,
-                                 sha256=f"{10 * p + 1000 * r + i:064x}", plugins=["metadata"])
-                before = {f: f.stat().st_mtime_ns for f in state.rglob("*") if f.is_file()}
-                t = time.perf_counter()
-                store.flush()
-                flushes.append(time.perf_counter() - t)
-                rewritten = sum(f.stat().st_size for f in state.rglob("*")
-                                if f.is_file() and before.get(f) != f.stat().st_mtime_ns)
+            register = (time.perf_counter() - began) / p
+            rss_per_pending = (_rss_kb() - rss_before) * 1024 / p
+            flushes, checkpoints = [], _Timed(store, "checkpoint")
+            queue = collections.deque(job["id"] for job in store.with_status("pending"))
+            wrote = _written()
+            began = time.perf_counter()
+            for i in range(cycles):
+                job_id = queue.popleft()
+                store.claim(job_id)
+                store.complete(job_id, f"x/{job_id}/results.json")
+                queue.append(store.create(f"new/{i:06d}.mp4", size=1800, mtime_ns=i,
+                                          sha256=f"{p + i:064x}", plugins=["metadata"])["id"])
+                if i % flush_every == flush_every - 1:
+                    t = time.perf_counter()
+                    store.flush()
+                    flushes.append(time.perf_counter() - t)
+            per_job = (time.perf_counter() - began) / cycles
+            written = (_written() - wrote) / cycles
             store.close()
-        print(f"{p:>8,} | {_ms(creates)} | {_ms(claims)} | {_ms(completes)} | {_ms(flushes)} | "
-              f"{fill:>5.0f} s | {rewritten / 1e6:.2f} MB", flush=True)
+        print(f"{p:>8,} | {register * 1e6:>10.0f} µs | {per_job * 1e3:>6.2f} ms | "
+              f"{median(flushes) * 1e3:>10.2f} ms | {max(flushes) * 1e3:>6.0f} ms | "
+              f"{checkpoints.calls:>4} ({checkpoints.total:>4.1f} s) | {written / 1024:>8.1f} kB | "
+              f"{rss_per_pending:>12.0f} B", flush=True)
 
 
 def main() -> None:

@@ -561,3 +561,24 @@ def test_settle_gate_drops_stale_schedule_entries(tmp_path):
     assert len(gate._due) <= 64 + 1
     clock.now += 2
     assert [r.key for r in gate.poll()] == ["busy.mp4"]
+
+
+def test_files_there_before_start_are_taken_at_once_unless_open_or_polling(tmp_path):
+    """ctime older than the window: no wait (a library present at start). Not for a file
+    a writer holds open, and not in polling mode (a file server's clock is not ours)."""
+    (tmp_path / "old.mp4").write_bytes(b"x")
+    clock = ManualClock()
+
+    def a_minute_later() -> float:
+        return time.time() + 60
+
+    def gate(**options) -> SettleGate:
+        made = SettleGate(Root(tmp_path), 2.0, clock=clock, wallclock=a_minute_later, **options)
+        made.observe("old.mp4")
+        return made
+
+    assert [r.key for r in gate().poll()] == ["old.mp4"]
+    held, polling = gate(is_open=lambda key: True, open_timeout=30.0), gate(trust_ctime=False)
+    assert held.poll() == [] and polling.poll() == []
+    clock.now += 2.0
+    assert held.poll() == [] and [r.key for r in polling.poll()] == ["old.mp4"]
