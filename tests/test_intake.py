@@ -582,3 +582,36 @@ def test_files_there_before_start_are_taken_at_once_unless_open_or_polling(tmp_p
     assert held.poll() == [] and polling.poll() == []
     clock.now += 2.0
     assert held.poll() == [] and [r.key for r in polling.poll()] == ["old.mp4"]
+
+
+def test_no_busy_loop_while_the_hashers_are_full(tmp_path, monkeypatch):
+    """Big files keep every hasher slot busy while more files are due in the gate: the loop
+    is told to wait a little (it would spin at 100 % CPU otherwise), and nothing is lost.
+    The hash is held back by fault injection (a hash that waits for the test)."""
+    from forgesyte.daemon import intake as intake_module
+
+    release = threading.Event()
+    real_hash = intake_module.sha256_file
+    monkeypatch.setattr(intake_module, "sha256_file", lambda path: release.wait(30) and real_hash(path))
+    config = _intake_home(tmp_path, settle_seconds=0.0)
+    total = intake_module.HASH_AHEAD + 40
+    for i in range(total):
+        (config.inbox / f"big{i:03d}.mp4").write_bytes(b"big %d" % i)
+    store = JobStore(config.state, autoflush=False)
+    intake = Intake(config, Root(config.inbox), store, scan_dir=lambda key: None)
+    try:
+        for key in sorted(os.listdir(config.inbox)):
+            assert intake.feed(key, intake.feed_epoch)
+        wait_until(lambda: intake.step() == [] and len(intake.hashing) == intake_module.HASH_AHEAD,
+                   10, "the hashers to fill up")
+        assert len(intake.gate) == total - intake_module.HASH_AHEAD  # due, waiting for a slot
+        assert intake.wait_hint() > 0
+        release.set()
+        created: list[str] = []
+        wait_until(lambda: created.extend(j for j, new in intake.step() if new) or len(created) == total,
+                   30, f"{total} jobs")
+        assert intake.idle and intake.wait_hint() is None
+    finally:
+        release.set()
+        intake.close()
+        store.close()

@@ -108,7 +108,7 @@ class Intake:
             return 0.0
         waits = [0.005] if self.hashing else []
         due = self.gate.next_due()
-        if due is not None:
+        if due is not None and len(self.hashing) < HASH_AHEAD:  # else the gate must wait anyway
             waits.append(max(0.0, due - self.gate.clock()))
         return min(waits) if waits else None
 
