@@ -246,3 +246,16 @@ def test_a_bad_request_fails_only_the_plugin_that_made_it(cuts_video, tmp_path):
     assert "asked for 0 frames a second" in str(cs[0].error)
     assert "returned str, not Frames, Audio or None" in str(cs[1].error)
     assert cs[2].error is None and cs[2].section["frames"] == 200
+
+
+def test_a_shared_pass_announces_its_plugins_when_it_starts(videos, tmp_path, monkeypatch):
+    monkeypatch.setattr(chain_module, "PROGRESS_EVERY", 0.0)
+    inbox, results = chain_env(tmp_path, videos["clip.mp4"])
+    plugins = {"file": info(Steps("file", 1.0)), "a": info(Keeper("a")), "b": info(Keeper("b"))}
+    sent = []
+    task = {"job_id": "j", "input": "v.mp4", "folder": "v.mp4-j", "plugins": ["file", "a", "b"], "options": {}}
+    assert run_chain(task, plugins, inbox, results, sent.append)["status"] == "completed"
+    after_load = sent[3:]  # the first three name each plugin as it is loaded
+    assert [m[2] for m in after_load if m[0] == "plugin"] == ["file", "a", "b"]
+    percents = [m[2] for m in after_load if m[0] == "progress"]
+    assert percents == sorted(percents) and percents[0] < 50 <= percents[-1] < 100

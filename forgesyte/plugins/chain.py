@@ -180,6 +180,8 @@ def _run(task: dict[str, Any], names: list[str], infos: dict[str, Any], inbox, r
                         raise
                     errors.append((name, *failure_text(name, exc)))
         else:
+            for name in step:  # they all start now (the last one named is the one shown as running)
+                say(("plugin", job_id, name))
             consumers = [Consumer(name, infos[name].plugin, context(name, lambda f: None)) for name in step]
             run_pass(video, consumers, progress, lambda name: say(("plugin", job_id, name)))
             for c in consumers:
