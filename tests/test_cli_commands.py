@@ -271,8 +271,10 @@ def test_why_without_a_daemon_decides_from_the_file(home, videos, tmp_path):
     assert out["verdict"] == "outside" and str(videos["clip.mp4"]) in out["reason"]
     assert verdict("missing.mp4")["verdict"] == "missing"
     assert verdict("fresh.mp4")["verdict"] in ("writing", "waiting")  # ctime is that of the copy
-    ready = verdict("cam1/ready.mp4")
-    assert ready["verdict"] == "waiting" and "no daemon holds this state" in ready["reason"]
+    # Complete once unchanged for the settle window (0.3 s here; its ctime is the copy's).
+    ready = wait_until(lambda: (a := verdict("cam1/ready.mp4"))["verdict"] == "waiting" and a, 10,
+                       "a settled file to be explained as waiting for a daemon")
+    assert "no daemon holds this state" in ready["reason"]
     # Held open by a writer (this test process): named, with its pid.
     with open(fresh, "ab") as writer:
         writer.write(b"more")

@@ -174,17 +174,14 @@ def inbox_key(settings: Settings, path: str) -> str | None:
     or None when it does not lie inside the inbox. Symlinks are not followed for the
     name itself; only the directories are compared resolved, so an inbox reached
     through a symlinked folder still matches."""
-    from forgesyte.storage.paths import Root, UnsafeKey
-
-    from forgesyte.storage.paths import key_from_name
+    from forgesyte.storage.paths import Root, UnsafeKey, key_from_name
 
     absolute = os.path.abspath(path)
-    inbox = str(settings.inbox)
+    real_inbox = os.path.realpath(settings.inbox)
     # The current directory may be the inbox under another (resolved) name.
     parent = os.path.realpath(os.path.dirname(absolute))
-    candidates = [(absolute, inbox), (absolute, os.path.realpath(inbox)),
-                  (os.path.join(parent, os.path.basename(absolute)), os.path.realpath(inbox))]
-    for where, root in candidates:
+    for where, root in ((absolute, str(settings.inbox)), (absolute, real_inbox),
+                        (os.path.join(parent, os.path.basename(absolute)), real_inbox)):
         rel = os.path.relpath(where, root)
         if rel in (".", "..") or rel.startswith(".." + os.sep):
             continue
@@ -196,25 +193,27 @@ def inbox_key(settings: Settings, path: str) -> str | None:
 
 
 def path_key(settings: Settings, path: str) -> str | None:
-    """PATH as `why` and `wait` take it: relative to the inbox first (the contract's form,
-    in any spelling `list` shows), else a path from here (or absolute) inside the inbox."""
-    if not os.path.isabs(path):
-        relative = path
-        while relative.startswith("./"):
-            relative = relative[2:]
-        relative = relative.strip("/")
-        inside = inbox_key(settings, os.path.join(str(settings.inbox), relative)) if relative else None
-        if inside is not None and (os.path.lexists(settings.inbox / relative) or not os.path.lexists(path)):
-            try:  # a shown spelling (\xe9) of a name that is not UTF-8
-                from forgesyte.storage.paths import canonical_key
+    """PATH as `why` and `wait` take it: relative to the inbox first (the contract's form:
+    as `list` shows it, or the raw bytes), else a path from here (or absolute) inside the inbox."""
+    from forgesyte.storage.paths import Root, UnsafeKey, key_spellings
 
-                spelled = canonical_key(relative)
-                if not os.path.lexists(settings.inbox / relative) and \
-                        os.path.lexists(os.path.join(str(settings.inbox), _name_of(spelled))):
-                    return spelled
-            except ValueError:
-                pass
-            return inside
+    relative = path
+    while relative.startswith("./"):
+        relative = relative[2:]
+    relative = relative.strip("/")
+    if os.path.isabs(path) or not relative:
+        return inbox_key(settings, path)
+    spellings = []
+    for spelling in key_spellings(relative):
+        try:
+            Root.check_key(spelling)
+        except UnsafeKey:
+            continue
+        spellings.append(spelling)
+        if os.path.lexists(os.path.join(str(settings.inbox), _name_of(spelling))):
+            return spelling
+    if spellings and not os.path.lexists(path):
+        return spellings[0]  # in neither place: the inbox-relative key (why says it is missing)
     return inbox_key(settings, path)
 
 
@@ -248,9 +247,8 @@ def _resolve(store, ref: str, settings: Settings | None = None) -> dict[str, Any
     """JOB as people type it: an id, a unique id prefix, an input key, or a path to the
     input (absolute, or relative to the current directory) that lies inside the inbox."""
     from forgesyte.storage.jobs import AmbiguousJob, JobNotFound
-    from forgesyte.text import display
-
     from forgesyte.storage.paths import key_spellings
+    from forgesyte.text import display
 
     # A name's key as shown (list, JSON, the log: escapes), or the raw bytes of the name.
     spellings = key_spellings(ref)
