@@ -64,7 +64,7 @@ def test_result_store_never_writes_outside(tmp_path):
     with pytest.raises(UnsafeKey):
         store.artifact("ok-123", "plugin", "../../../escape.jpg")
     key = store.write(ResultStore.job_folder_key("cam1/clip.mp4", "01m88bakr04qgnxh"), {"x": 1})
-    assert key == "2026-11-25/clip.mp4-01m88bakr04qgnxh/results.json"
+    assert key == "cam1/2026-11-25/clip.mp4-01m88bakr04qgnxh/results.json"
     assert store.read(key) == {"x": 1}
     assert not list(tmp_path.glob("escape*"))
 
@@ -151,7 +151,12 @@ def test_new_layout_folders_are_flat_and_bounded():
                             ("inner.mp4", "c"), ("cam/.hidden\n\x1b.mp4", "d"), ("-rf.mp4", "e")]}
     assert len(keys) == 5
     for key in keys:
-        date, name = key.split("/")
+        *source, date, name = key.split("/")
+        assert len(source) <= 1 and all(len(s.encode()) <= 120 for s in source)
         assert date == "2026-11-25" and len(name.encode()) <= 120 + 1 + 16
-        assert not name.startswith((".", "-")) and "\n" not in name and "\x1b" not in name
+        for part in source + [name]:
+            assert not part.startswith((".", "-")) and "\n" not in part and "\x1b" not in part
+    # Grouped by the inbox folder the file came through (one level only), else not at all.
+    assert layout.job_folder_key("cam1/a/b/c.mp4", "01m88bakr04qgnxh") == "cam1/2026-11-25/c.mp4-01m88bakr04qgnxh"
+    assert layout.job_folder_key("c.mp4", "01m88bakr04qgnxh") == "2026-11-25/c.mp4-01m88bakr04qgnxh"
     assert layout.job_folder_key("a.mp4", "not-a-ulid") == "undated/a.mp4-not-a-ulid"

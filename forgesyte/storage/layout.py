@@ -1,14 +1,19 @@
 """Where a job's results go in the output folder.
 
-    <YYYY-MM-DD>/<base name>-<job id>/results.json
-    <YYYY-MM-DD>/<base name>-<job id>/<plugin>/<artifact>
+    [<source>/]<YYYY-MM-DD>/<base name>-<job id>/results.json
+    [<source>/]<YYYY-MM-DD>/<base name>-<job id>/<plugin>/<artifact>
 
-The date is the job's creation day (UTC, read from its id); the base name is
-the input's file name, made safe and short. No directory comes from the
-inbox's tree, so whatever the inbox holds, job folders are exactly two levels
-deep, never nested in each other, and never shared: two jobs differ in id, and
-the id (fixed length) ends the folder name. The name is bounded, so a 255-byte
-input name still leaves room for the id within NAME_MAX.
+<source> is the inbox folder the file came in through (the first component of
+its key: `cam1` for `cam1/2026/clip.mp4`), made safe and short; a file dropped
+straight into the inbox has none. The date is the job's creation day (UTC,
+read from its id); the base name is the input's file name, made safe and
+short. Only that one level comes from the inbox's tree, so whatever the inbox
+holds, job folders sit at a fixed depth, are never nested in each other and
+never shared: two jobs differ in id, and the id (fixed length) ends the folder
+name. Every component is bounded, so a 255-byte input name or a deep inbox
+still gives a folder well within NAME_MAX and PATH_MAX. Two sources whose
+names clean up the same (`a\x01`, `a\x02`) share a grouping folder, never a
+job folder.
 
 Older releases mirrored the inbox (`cam1/clip.mp4-<id>/`). Those folders stay
 where they are: records store the results key itself, which keeps working.
@@ -62,12 +67,22 @@ def base_name(input_key: str) -> str:
     return name or "_"
 
 
+def source_folder(input_key: str) -> str | None:
+    """The inbox folder the input came in through (a camera, a share), made safe; None
+    for a file dropped straight into the inbox."""
+    if "/" not in input_key:
+        return None
+    return base_name(input_key.split("/", 1)[0])
+
+
 def job_folder_key(input_key: str, job_id: str) -> str:
-    """The output folder key of a job: `<date>/<base name>-<job id>`."""
+    """The output folder key of a job: `[<source>/]<date>/<base name>-<job id>`."""
     Root.check_key(input_key)
     if not job_id or "/" in job_id or job_id in (".", ".."):
         raise UnsafeKey(f"{job_id!r} is not a job id.")
-    return f"{job_date(job_id)}/{base_name(input_key)}-{job_id}"
+    folder = f"{job_date(job_id)}/{base_name(input_key)}-{job_id}"
+    source = source_folder(input_key)
+    return f"{source}/{folder}" if source else folder
 
 
 def newest_file(root: Root, folder_key: str) -> str | None:

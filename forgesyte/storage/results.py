@@ -2,8 +2,8 @@
 
 Layout (keys relative to the output root):
 
-    <date>/<base name>-<job id>/results.json        the results document
-    <date>/<base name>-<job id>/<plugin>/<file>     artifacts a plugin wrote
+    [<source>/]<date>/<base name>-<job id>/results.json      the results document
+    [<source>/]<date>/<base name>-<job id>/<plugin>/<file>   artifacts a plugin wrote
 
 (storage/layout.py says why: no inbox-derived folders, so none collide or
 nest.) The database stores only the results key; `Root` turns it into a path.
@@ -55,7 +55,7 @@ class ResultStore:
 
     @staticmethod
     def job_folder_key(input_key: str, job_id: str) -> str:
-        """The layout lives in storage/layout.py (`<date>/<base name>-<id>`)."""
+        """The layout lives in storage/layout.py (`[<source>/]<date>/<base name>-<id>`)."""
         return layout.job_folder_key(input_key, job_id)
 
     def job_folder(self, folder_key: str) -> Path:
