@@ -52,16 +52,15 @@ def retry(ctx: click.Context, job: str | None, all_failed: bool, as_json: bool) 
         raise UserError("Give either JOB or --failed (not both).")
     settings = _settings(ctx)
     if all_failed:
-        if not settings.state.is_dir():
-            _ready_dirs(settings, create=False)
-            answer = {"retried": 0, "jobs": []}
-        else:
-            answer = _control(settings, {"op": "retry_failed"})
+        _ready_dirs(settings, create=False)
+        nowhere = not settings.state.is_dir()
+        answer = {"retried": 0, "jobs": []} if nowhere else _control(settings, {"op": "retry_failed"})
         if as_json:
             _emit_json({"retried": answer["retried"], "jobs": answer["jobs"]})
         else:
             n = answer["retried"]
-            click.echo(f"{n} failed job{'s are' if n != 1 else ' is'} pending again.")
+            where = f" (there is no state folder at {settings.state})" if nowhere else ""
+            click.echo(f"{n} failed job{'s are' if n != 1 else ' is'} pending again{where}.")
         return
     job = _job_ref(settings, job)
     answer = _control(settings, {"op": "retry", "job": job})
@@ -154,7 +153,7 @@ def rerun(ctx: click.Context, job: str, as_json: bool) -> None:
 def prune(ctx: click.Context, older_than: str, outputs: bool, dry_run: bool, as_json: bool) -> None:
     """Remove old completed/failed records (never pending or running ones)."""
     from forgesyte.config import parse_duration
-    from forgesyte.daemon.control import prune_preview
+    from forgesyte.storage.ids import utc_in
     from forgesyte.storage.jobs import public_record
 
     try:
@@ -171,7 +170,7 @@ def prune(ctx: click.Context, older_than: str, outputs: bool, dry_run: bool, as_
             f"Nothing to prune: there is no state folder at {settings.state}.")
         return
     if dry_run:
-        jobs = [public_record(j) for j in prune_preview(_store(settings), seconds)]
+        jobs = [public_record(j) for j in _store(settings).prune(utc_in(-seconds), dry_run=True)]
         folders = sum(1 for j in jobs if j.get("output")) if outputs else 0
         if as_json:
             _emit_json({"dry_run": True, "removed": len(jobs), "folders": folders, "jobs": jobs})

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
-from forgesyte.cli import UserError, _complete_jobs, _emit_json, _ready_dirs, _settings, cli, lossless
+from forgesyte.cli import UserError, _complete_jobs, _emit_json, _ready_dirs, _settings, _store, cli, lossless
 from forgesyte.config import ConfigError, Settings
 from forgesyte.text import display
 
@@ -35,14 +35,6 @@ class Waited:
     after: str | None = None  # the new job must be newer than this (a finished one for the same key)
     done: dict[str, Any] | None = None
     problem: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-def _open(settings: Settings):
-    """A fresh read-only snapshot (an empty one while there is no state yet)."""
-    from forgesyte.cli import _store
-
-    return _store(settings)
 
 
 def _classify(settings: Settings, store, ref: str) -> Waited:
@@ -54,7 +46,7 @@ def _classify(settings: Settings, store, ref: str) -> Waited:
     """
     from forgesyte.cli import _resolve, path_key
     from forgesyte.daemon.why import explain
-    from forgesyte.storage.jobs import FINISHED, PENDING
+    from forgesyte.storage.jobs import PENDING
 
     item = Waited(ref)
     record = None
@@ -83,30 +75,22 @@ def _classify(settings: Settings, store, ref: str) -> Waited:
         if record is not None:
             if record["status"] == PENDING:
                 item.job_id = record["id"]  # new content updates this same pending job
-            elif record["status"] in FINISHED or record["status"] == "running":
-                item.after = record["id"]
+            else:
+                item.after = record["id"]  # running or finished: new content makes a new job
     return item
 
 
-def _decided(settings: Settings, key: str, latest: dict[str, Any]) -> bool:
-    """The file as it is now is what the store knows for its newest job (size, mtime)."""
-    from forgesyte.storage.paths import name_from_key
-
-    try:
-        st = os.stat(os.path.join(str(settings.inbox), name_from_key(key)))
-    except (OSError, ValueError):
-        return False
-    return (st.st_size, st.st_mtime_ns) == (latest["size"], latest["mtime_ns"])
-
-
 def _advance(settings: Settings, store, item: Waited) -> None:
+    from forgesyte.daemon.why import unchanged
     from forgesyte.storage.jobs import JobNotFound, public_record
+    from forgesyte.storage.paths import name_from_key
 
     if item.job_id is None:
         latest = store.latest_for_input(item.key)
         if latest is None:
             return
-        if item.after is not None and latest["id"] <= item.after and not _decided(settings, item.key, latest):
+        if item.after is not None and latest["id"] <= item.after and not unchanged(
+                os.path.join(str(settings.inbox), name_from_key(item.key)), latest):
             return
         # A newer job, or the daemon recorded the file as that same content (a `touch`).
         item.job_id = latest["id"]
@@ -138,7 +122,7 @@ def wait(ctx: click.Context, jobs: tuple[str, ...], timeout: float | None, as_js
     settings = _settings(ctx)
     _ready_dirs(settings, create=False)
     colour = use_colour(sys.stdout)
-    store = _open(settings)
+    store = _store(settings)
     items = [_classify(settings, store, ref) for ref in jobs]
     unknown = [item for item in items if item.problem]
     for item in unknown:
@@ -164,7 +148,7 @@ def wait(ctx: click.Context, jobs: tuple[str, ...], timeout: float | None, as_js
         if deadline is not None and time.monotonic() >= deadline:
             break
         time.sleep(POLL if deadline is None else max(0.0, min(POLL, deadline - time.monotonic())))
-        store = _open(settings)
+        store = _store(settings)
     if as_json:
         _emit_json({"jobs": finished, "unknown": [lossless(item.ref) for item in unknown],
                     "timed_out": [lossless(item.ref) for item in waiting]})

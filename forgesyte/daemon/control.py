@@ -53,11 +53,6 @@ def _refuse(error: str) -> dict[str, Any]:
     return {"ok": False, "error": error}
 
 
-def prune_preview(store: JobStore, older_than_s: float) -> list[dict[str, Any]]:
-    """The finished jobs `prune` would remove now, oldest first; reads only (any store)."""
-    return store.prune(utc_in(-float(older_than_s)), dry_run=True)
-
-
 def _prune(store: JobStore, results: ResultStore, request: dict[str, Any]) -> dict[str, Any]:
     removed = store.prune(utc_in(-float(request["older_than_s"])))
     folders = 0

@@ -113,11 +113,11 @@ def explain(settings: Settings, store: JobStore, key: str,
             record = public_record(store.get(latest["id"]))
         except JobNotFound:
             record = None
-        unchanged = lst is None or _same(path, latest)
-        if record is not None and unchanged:
+        same = lst is None or unchanged(path, latest)
+        if record is not None and same:
             where = "" if lst is not None else "; the file is no longer in the inbox"
             return _answer(key, "job", f"{shown} is job {record['id']} ({record['status']}){where}.", record)
-        if record is None and unchanged and lst is not None:
+        if record is None and same and lst is not None:
             return _answer(key, "pruned", (
                 f"{shown} was job {latest['id']}, since pruned; the same file is not taken again "
                 "(copy it under a new name to process it again)."))
@@ -202,11 +202,13 @@ def explain(settings: Settings, store: JobStore, key: str,
                                     f"job when one runs (forgesyte run).{changed}"), record, since=since)
 
 
-def _same(path: str, latest: dict[str, Any]) -> bool:
+def unchanged(path: str, latest: dict[str, Any]) -> bool:
+    """The file is what the store knows for its newest job (size and mtime), or is gone
+    (then nothing newer will come from it)."""
     try:
         st = os.stat(path)
     except OSError:
-        return True  # gone, or a broken link: nothing newer to take
+        return True
     return (st.st_size, st.st_mtime_ns) == (latest["size"], latest["mtime_ns"])
 
 
