@@ -186,10 +186,14 @@ def explain(settings: Settings, store: JobStore, key: str,
             return _answer(key, "writing", (
                 f"{shown} is still being written: last changed at {since}; it is taken once unchanged "
                 f"for {settings.settle_seconds:g} s.{changed}"), record, since=since)
+        if view.get("queued"):
+            return _answer(key, "waiting", (f"{shown} is queued for the settle gate, behind "
+                                            f"{view.get('backlog', 0)} other files.{changed}"), record, since=since)
         scan = view.get("next_scan_in")
         when = f"; the next full scan is in {scan:.0f} s" if isinstance(scan, (int, float)) else ""
-        return _answer(key, "waiting", (f"{shown} looks complete, but the daemon has not been told about "
-                                        f"it yet{when}.{changed}"), record, since=since)
+        busy = f" (it is working through {view['backlog']} other files)" if view.get("backlog") else ""
+        return _answer(key, "waiting", (f"{shown} looks complete, but the daemon has not come to it "
+                                        f"yet{busy}{when}.{changed}"), record, since=since)
     writers = _writers(path)
     if writers:
         return _answer(key, "writing", (f"{shown} is still being written: {', '.join(writers)} holds it "
@@ -227,7 +231,10 @@ def live_view(intake: Any, key: str, *, paused: bool = False, next_scan: float |
         since = _when(time.time() - (time.monotonic() - cand.since))
     handles = getattr(intake, "open_handles", {}) or {}
     hashing = getattr(intake, "hashing", {}) or {}
+    backlog = len(candidates) + len(hashing) + len(getattr(intake, "_hinted", {}) or {})
     return {
+        "queued": key in (getattr(intake, "_hinted", {}) or {}),
+        "backlog": backlog,
         "candidate": cand is not None,
         "since": since,
         "open": handles.get(key, 0) > 0,
