@@ -312,7 +312,23 @@ class JobStore:
         def query() -> list[dict[str, Any]]:
             return [dict(r) for part in self._partitions(False, wanted) for r in part
                     if r.get("status") in wanted]
-        return self._retrying(query)
+        found = self._retrying(query)
+        if not self.readonly and wanted & {PENDING, RUNNING}:
+            self._check_work(found)
+        return found
+
+    def _check_work(self, jobs: list[dict[str, Any]]) -> None:
+        """The writer is about to act on these records (recovery, dispatch): a record that
+        verifies by checksum but not by content (another writer's, a bug's) stops it here,
+        named, rather than as a KeyError somewhere in the scheduler. fsck checks them all."""
+        from forgesyte.storage.recovery import invalid_record
+
+        for job in jobs:
+            problem = invalid_record(job)
+            if problem:
+                where = (self._manifest.journal if job["id"] in self._overlay or not self._manifest.chunks
+                         else self._manifest.chunks[self._manifest.chunk_index(job["id"])]["name"])
+                raise StateDamaged(chunks.rel(where), f"holds a job record ({job['id']}) that {problem}")
 
     def counts(self) -> dict[str, int]:
         return dict(self._counts)

@@ -201,18 +201,26 @@ def gather(state_dir: Path, output_dir: Path | None) -> tuple[_Versions, int]:
 
 
 def normalize(record: dict[str, Any]) -> dict[str, Any] | None:
-    """A record every reader can use; None when it cannot be one (no id or input)."""
+    """A record every reader can use, or None when it cannot be one: no id or input, or
+    a pending or running job whose facts are broken (acting on a wrong size or hash would
+    loop; its input is taken from the inbox again, as a new job, and the broken record
+    stays in the quarantined copy)."""
     problem = invalid_record(record)
     if problem is None:
         return record
     if not isinstance(record.get("id"), str) or not isinstance(record.get("input"), str):
         return None
+    if record.get("status") in ("pending", "running"):
+        log.warning("the record of %s job %s %s; dropped, so its input is taken from the inbox again",
+                    record["status"], record["id"], problem)
+        return None
     fixed = {"status": "failed", "output": None, "plugins": [], "attempts": 0, "progress": 0,
              "size": 0, "mtime_ns": 0, "sha256": "", "duplicate_of": None, "created_at": None,
              "started_at": None, "finished_at": None, **record}
-    if fixed["status"] not in ("pending", "running", "completed", "failed", PRUNED):
-        fixed["error"] = (f"Recovered by fsck: the record had the unknown status {fixed['status']!r}. "
-                          "Retry the job to run it again.")
+    if fixed["status"] not in ("completed", "failed", PRUNED):
+        complete = all(k in record for k in ("size", "sha256", "plugins"))
+        fixed["error"] = (f"Recovered by fsck: the record had the unknown status {fixed['status']!r}."
+                          + (" Retry the job to run it again." if complete else ""))
         fixed["status"] = "failed"
     fixed.setdefault("error", None)
     fixed["rev"] = int(fixed.get("rev", 0) or 0) + 1

@@ -82,6 +82,7 @@ class Inspection:
     findings: list[Finding] = field(default_factory=list)
     snapshot: Snapshot | None = None  # the committed state, when manifest and journal read
     fresh: bool = False  # no state at all yet
+    index: Index | None = None  # the index as loaded and verified (the writer keeps it)
 
     def add(self, name: str, problem: str, kind: str, action: str = "") -> None:
         self.findings.append(Finding(name, problem, kind, action))
@@ -151,8 +152,10 @@ def _listing(folder: Path) -> list[str]:
         return []
 
 
-def inspect(state_dir: Path | str, deep: bool = True) -> Inspection:
-    """Verify every state file (deep: every chunk's checksum too). Never writes."""
+def inspect(state_dir: Path | str, deep: bool = True, records: bool = True) -> Inspection:
+    """Verify every state file. `deep`: every chunk's checksum too; `records`: and every
+    record's content (fsck, doctor; the writer's open checks checksums only, and the
+    records it acts on as it reads them). Never writes."""
     state_dir = Path(state_dir)
     result = Inspection()
     if (state_dir / V1_FILE).exists() and not (chunks.jobs_dir(state_dir) / MANIFEST).exists():
@@ -177,7 +180,11 @@ def inspect(state_dir: Path | str, deep: bool = True) -> Inspection:
     if deep:
         for entry in manifest.chunks:
             try:
-                _check_records(chunks.rel(entry["name"]), chunks.read_chunk(state_dir, entry).values(), result)
+                if records:
+                    _check_records(chunks.rel(entry["name"]), chunks.read_chunk(state_dir, entry).values(),
+                                   result)
+                else:
+                    _check_crc(state_dir, entry)
             except FileNotFoundError:
                 result.add(chunks.rel(entry["name"]), "is named by the manifest but missing", BLOCKING,
                            "rebuilt from every readable record and the results documents")
@@ -190,12 +197,22 @@ def inspect(state_dir: Path | str, deep: bool = True) -> Inspection:
     _inspect_orphans(state_dir, manifest, result)
     if not result.blocking and not result.fresh:
         try:
-            Index.load(state_dir, manifest.gen)
+            result.index = Index.load(state_dir, manifest.gen)
         except IndexDamaged as exc:
             result.add(exc.name, exc.problem, AUTO, "derived data: rebuilt from the job records")
-    _inspect_events(state_dir, result)
+    _inspect_events(state_dir, result, whole=records)
     _inspect_requests(state_dir, result)
     return result
+
+
+def _check_crc(state_dir: Path, entry: dict[str, Any]) -> None:
+    """A chunk verifies and is the version the manifest names, without parsing its JSON."""
+    from forgesyte.storage.tinystore import document_crc
+
+    name = chunks.rel(entry["name"])
+    crc = document_crc(chunks.jobs_dir(state_dir) / entry["name"], name, chunks.CHUNK_FORMAT, chunks.VERSION)
+    if f"{crc:08x}" != entry["crc32"]:
+        raise StateDamaged(name, "is not the version of it that the manifest names (checksum differs)")
 
 
 def _check_records(name: str, records, result: Inspection) -> None:
@@ -247,30 +264,38 @@ def _inspect_orphans(state_dir: Path, manifest: Manifest | None, result: Inspect
                 result.add(rel, "is not part of the committed state", AUTO, "moved to quarantine/")
 
 
-def _inspect_events(state_dir: Path, result: Inspection) -> None:
+def _inspect_events(state_dir: Path, result: Inspection, whole: bool) -> None:
+    """The header, and a torn tail; `whole`: every line's checksum (fsck). The writer's
+    open looks at the last 64 KB only: the log is history, readers skip a bad line."""
     for name in (EVENTS_PREVIOUS, EVENTS_CURRENT):
         path = state_dir / EVENTS_DIR / name
         rel = f"{EVENTS_DIR}/{name}"
         try:
             with open(path, "rb") as fh:
+                first = fh.readline()
+                size = fh.seek(0, os.SEEK_END)
+                start = 0 if whole or size <= 65536 else size - 65536
+                fh.seek(start)
                 raw = fh.read()
         except FileNotFoundError:
             continue
         except OSError as exc:
             result.add(rel, f"cannot be read ({exc.strerror or exc})", AUTO, "moved to quarantine/; a new log starts")
             continue
-        scan = recordlog.scan_all(raw)
-        if not raw:
+        if not first:
             continue
-        header = scan.records[0] if scan.records and 1 not in scan.damaged_lines else None
         try:
-            recordlog.check_header(rel, header, EVENTS_FORMAT, EVENTS_VERSION)
+            recordlog.check_header(rel, recordlog.decode(first.rstrip(b"\n")) if first.endswith(b"\n") else None,
+                                   EVENTS_FORMAT, EVENTS_VERSION)
         except UnknownFormat as exc:
             result.add(rel, exc.problem, AUTO, "moved to quarantine/; a new log starts")
             continue
         except StateDamaged:
             result.add(rel, "does not start with its header", AUTO, "moved to quarantine/; a new log starts")
             continue
+        if start:  # begin at a line boundary
+            raw = raw[raw.find(b"\n") + 1:]
+        scan = recordlog.scan_all(raw, needle=b"\n")  # checksums only: no line contains a newline
         if scan.damaged_inside:
             result.add(rel, f"has {len(scan.damaged_lines)} damaged lines (readers skip them)", AUTO,
                        "copied to quarantine/; the good events are kept")
@@ -360,7 +385,7 @@ def open_writer(state_dir: Path) -> Opened:
         from forgesyte.storage.migrate import migrate_v1
 
         migrate_v1(state_dir)
-    found = inspect(state_dir, deep=True)
+    found = inspect(state_dir, deep=True, records=False)
     for finding in found.blocking:
         if finding.action.startswith("refused"):
             raise UnknownFormat(finding.name, finding.problem)
@@ -384,7 +409,9 @@ def open_writer(state_dir: Path) -> Opened:
         tail = journal.cut_tail(_journal_path(state_dir, manifest), jnl)
         quarantine(state_dir, chunks.rel(manifest.journal) + ".torn", "had a torn last record", data=tail)
     journal_size = jnl.good_end if jnl is not None else 0
-    index = None if damaged_index else _load_index(state_dir, manifest.gen)
+    index = None if damaged_index or found.fresh else found.index
+    if index is None and not damaged_index:
+        index = _load_index(state_dir, manifest.gen)
     if index is None:
         index = rebuild_index_now(state_dir, manifest, snap.overlay, damaged_index)
     for record in snap.overlay.values():
