@@ -44,20 +44,32 @@ def _lines(text: str) -> list[str]:
     return text.splitlines()
 
 
-def test_root_install_puts_unnamed_dirs_in_the_state_directory_not_root_home(tmp_path):
-    """The README's own command once wrote /root/.local/share/... into the unit (exit 2 at start)."""
+def test_root_install_puts_unnamed_dirs_next_to_the_inbox_not_root_home(tmp_path):
+    """The README's own command once wrote /root/.local/share/... into the unit (exit 2 at start).
+    With the inbox named and no home, output and state go next to the inbox."""
     folder = tmp_path / "units"
     proc = _install("--inbox", "/srv/videos/inbox", "service", "install", "--unit-dir", str(folder))
     assert proc.returncode == 0, proc.stderr
     unit = (folder / "forgesyte.service").read_text()
     assert "/root" not in unit and "/root" not in proc.stdout
     lines = _lines(unit)
-    assert "Environment=FORGESYTE_HOME=/var/lib/forgesyte" in lines
-    assert "Environment=FORGESYTE_INBOX=/srv/videos/inbox" in lines
-    assert not any(line.startswith(("Environment=FORGESYTE_OUTPUT", "Environment=FORGESYTE_STATE")) for line in lines)
-    assert "StateDirectory=forgesyte" in lines
-    assert "RequiresMountsFor=/srv/videos/inbox /var/lib/forgesyte/output /var/lib/forgesyte/state" in lines
-    assert "mkdir -p /srv/videos/inbox /var/lib/forgesyte/output /var/lib/forgesyte/state" in proc.stdout
+    assert "Environment=FORGESYTE_HOME=/srv/videos" in lines
+    assert not any(line.startswith(("Environment=FORGESYTE_INBOX", "Environment=FORGESYTE_OUTPUT",
+                                    "Environment=FORGESYTE_STATE")) for line in lines)
+    assert "StateDirectory=forgesyte" not in lines
+    assert "RequiresMountsFor=/srv/videos/inbox /srv/videos/output /srv/videos/state" in lines
+    assert "mkdir -p /srv/videos/inbox /srv/videos/output /srv/videos/state" in proc.stdout
+
+
+def test_root_install_with_nothing_named_uses_the_state_directory(tmp_path):
+    unit = _unit(tmp_path, "service", "install")
+    lines = _lines(unit)
+    assert "Environment=FORGESYTE_HOME=/var/lib/forgesyte" in lines and "StateDirectory=forgesyte" in lines
+    assert "RequiresMountsFor=/var/lib/forgesyte/inbox /var/lib/forgesyte/output /var/lib/forgesyte/state" in lines
+    # A named home wins over the inbox's parent.
+    unit = _unit(tmp_path, "--home", "/var/lib/forgesyte", "--inbox", "/srv/videos/inbox", "service", "install")
+    assert "Environment=FORGESYTE_HOME=/var/lib/forgesyte" in _lines(unit)
+    assert "Environment=FORGESYTE_INBOX=/srv/videos/inbox" in _lines(unit)
 
 
 def test_install_keeps_the_home_the_user_named(tmp_path):
@@ -115,7 +127,8 @@ def test_worker_unit_runs_forgesyte_worker_with_the_network_opened_to_the_cluste
                for line in lines)
     assert "RequiresMountsFor=/mnt/v/inbox /mnt/v/output" in lines
     assert "ReadWritePaths=-/mnt/v/output" in lines
-    assert "Environment=FORGESYTE_INBOX=/mnt/v/inbox" in lines and "Environment=FORGESYTE_OUTPUT=/mnt/v/output" in lines
+    # Both folders sit where the home (the inbox's parent) puts them: the home says it all.
+    assert "Environment=FORGESYTE_HOME=/mnt/v" in lines
     assert "PrivateNetwork=no" in lines and "PrivateNetwork=yes" not in lines
     assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" in lines
     assert "IPAddressDeny=any" in lines and "IPAddressAllow=localhost 10.0.0.5 10.0.0.0/24 fd00::1/128" in lines

@@ -18,25 +18,38 @@ from forgesyte.config import (
 
 
 def _unit_settings(ctx: click.Context, user_unit: bool, scheduler: str | None) -> Settings:
-    """The configured directories, with a system unit's home in /var/lib/forgesyte.
+    """The configured directories, with a system unit's own default home.
 
     Run as root, the ordinary default home would be /root/.local/share, which
-    the service account cannot reach; a system unit's natural home is the one
-    systemd makes for it (StateDirectory=forgesyte). --home, FORGESYTE_HOME or
-    the config file's `home` still win, as for every command.
+    the service account cannot reach. A system unit's home, when none is named
+    (--home, FORGESYTE_HOME, the config file's `home` still win, as for every
+    command), is the inbox's parent folder when the inbox is named (output and
+    state next to the videos: `--inbox /srv/videos/inbox` gives /srv/videos/output
+    and /srv/videos/state), else the folder systemd makes for the service,
+    /var/lib/forgesyte (StateDirectory=forgesyte).
     """
     from forgesyte.daemon.unit import SYSTEM_HOME
 
-    env = dict(os.environ)
-    if not user_unit:
-        env["STATE_DIRECTORY"] = str(SYSTEM_HOME)
-    try:
+    def load(home_default: Path | None) -> Settings:
+        env = dict(os.environ)
+        if home_default is not None:
+            env["STATE_DIRECTORY"] = str(home_default)
         settings = load_settings(dict(ctx.obj), env)
         if scheduler:
             settings = settings.with_overrides(scheduler=parse_scheduler_address(scheduler))
+        return settings
+
+    try:
+        if user_unit:
+            return load(None)
+        probe = Path("/nonexistent/forgesyte-default-home")  # tells a named home from the default
+        settings = load(probe)
+        if settings.home != probe:
+            return settings
+        named_inbox = settings.inbox != probe / "inbox"
+        return load(settings.inbox.parent if named_inbox else SYSTEM_HOME)
     except ConfigError as exc:
         raise ConfigFailure(str(exc)) from None
-    return settings
 
 
 @cli.group()

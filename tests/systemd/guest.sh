@@ -9,7 +9,7 @@
 set -u
 P=/root/payload                 # videos, steps/, the README's working directory
 W=$P/work                       # ./forgesyte (the checkout) and holiday.mp4, as in the README
-H=/var/lib/forgesyte
+H=/srv/videos                   # service install --inbox /srv/videos/inbox: home next to the inbox
 INBOX=/srv/videos/inbox
 UNIT=/etc/systemd/system/forgesyte.service
 DROPIN=/etc/systemd/system/forgesyte.service.d
@@ -80,12 +80,12 @@ else
 fi
 unit_ok=1; why=""
 grep -q '/root' $UNIT && { unit_ok=0; why="$why mentions /root;"; }
-for line in "Environment=FORGESYTE_HOME=$H" "Environment=FORGESYTE_INBOX=$INBOX" "StateDirectory=forgesyte" \
+for line in "Environment=FORGESYTE_HOME=$H" \
             "SyslogIdentifier=forgesyte" "PrivateTmp=yes" "RestartPreventExitStatus=2 3" \
             "ReadWritePaths=-$INBOX -$H/output -$H/state"; do
     grep -qxF "$line" $UNIT || { unit_ok=0; why="$why no '$line';"; }
 done
-[ $unit_ok = 1 ] && pass unit-home "service install as root: home $H (StateDirectory=), inbox $INBOX, SyslogIdentifier=forgesyte, PrivateTmp=yes, RestartPreventExitStatus=2 3; nothing under /root" \
+[ $unit_ok = 1 ] && pass unit-home "service install as root: home $H (next to the inbox), inbox $INBOX, SyslogIdentifier=forgesyte, PrivateTmp=yes, RestartPreventExitStatus=2 3; nothing under /root" \
     || fail unit-home "$UNIT:$why"
 out=$(systemd-analyze verify $UNIT 2>&1); rc=$?
 [ $rc = 0 ] && pass unit-verify "systemd-analyze verify: ${out:-no complaints}" || fail unit-verify "rc $rc: $out"
