@@ -135,13 +135,15 @@ class Cluster:
         self.scheduler: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
 
-    def start_scheduler(self) -> None:
+    def start_scheduler(self, **config: str) -> None:
+        """`config`: Dask settings for the scheduler, e.g. WORKER_TTL="3s"."""
         log = open(self.home.root / "scheduler.log", "ab")
+        env = {**os.environ, **{f"DASK_DISTRIBUTED__SCHEDULER__{k}": v for k, v in config.items()}}
         self.scheduler = subprocess.Popen(
             [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
              "--port", str(self.port), "--no-dashboard"],
-            stdout=log, stderr=log, start_new_session=True)
-        wait_until(lambda: _listening(self.port), 60, "the Dask scheduler to listen")
+            stdout=log, stderr=log, env=env, start_new_session=True)
+        # Not waited for: the daemon and the workers each wait for it (and must).
 
     def kill_scheduler(self) -> None:
         self.scheduler.kill()
@@ -161,9 +163,19 @@ class Cluster:
                                 stdout=subprocess.PIPE, stderr=log, start_new_session=True)
         self.workers.append(proc)
         if ready:
-            line = _readline(proc, 90)
-            assert "is running jobs for" in line, f"worker did not start: {line!r}\n{self.logs()}"
+            self.ready(proc)
         return proc
+
+    def start_workers(self, count: int) -> list[subprocess.Popen]:
+        """Started together (each takes seconds to load), then waited for."""
+        procs = [self.start_worker(ready=False) for _ in range(count)]
+        for proc in procs:
+            self.ready(proc)
+        return procs
+
+    def ready(self, proc: subprocess.Popen) -> None:
+        line = _readline(proc, 90)
+        assert "is running jobs for" in line, f"worker did not start: {line!r}\n{self.logs()}"
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.home.root.glob("*.log")))
@@ -231,20 +243,22 @@ def _drop(home: Home, videos, name: str) -> None:
 def test_jobs_run_on_the_workers_and_the_daemon_records_them(cluster, home, videos):
     cluster.start_scheduler()
     daemon = cluster.start_daemon()
-    workers = [cluster.start_worker(), cluster.start_worker()]
+    workers = cluster.start_workers(2)
     for i in range(4):
         _drop(home, videos, f"cam/{i}.mp4")
-    for i in range(4):
-        job = home.wait_status(f"cam/{i}.mp4")
+    jobs = wait_until(lambda: (lambda js: js if len(js) == 4 and all(j["status"] in ("completed", "failed")
+                                                                   for j in js) else None)(home.jobs()),
+                      90, f"four finished jobs\n{cluster.logs()}")
+    for job in jobs:
         assert job["status"] == "completed" and job["attempts"] == 1, job
-        document = json.loads(home.cli("results", job["id"], check=True).stdout)
+        document = json.loads((home.output / job["output"]).read_text())  # written by a worker
         assert document["plugins"]["metadata"]["video"]["codec"] == "h264"
-        assert document["job"]["status"] == "completed"  # written by the worker, read by the daemon
+        assert document["job"]["status"] == "completed" and document["job"]["id"] == job["id"]
     # Both workers took jobs (two slots of one each, four jobs), and only they did.
     for i in range(2):
         assert "running here" in (home.root / f"worker-{i}.log").read_text(), cluster.logs()
     claims = sorted(os.listdir(home.output / ".forgesyte-cluster" / "claims"))  # one per attempt, settled
-    assert claims == sorted(f"{home.json('show', f'cam/{i}.mp4')['id']}.1" for i in range(4)), claims
+    assert claims == sorted(f"{job['id']}.1" for job in jobs), claims
     assert home.stop(daemon) == 0
     for proc in workers:  # a clean stop is exit 0
         proc.send_signal(signal.SIGTERM)
@@ -320,8 +334,7 @@ def test_kill_9_of_a_worker_mid_job_is_the_daemons_decision(cluster, home, video
     reports the worker lost, so the daemon counts an attempt and runs it again itself."""
     cluster.start_scheduler()
     daemon = cluster.start_daemon()
-    cluster.start_worker()
-    cluster.start_worker()
+    cluster.start_workers(2)
     _drop(home, videos, "slow/a.mp4")
     first = wait_until(lambda: cluster.notes("start"), 60, "the slow plugin to start")[0][1]
     victim = cluster.worker_of(first)
@@ -333,6 +346,35 @@ def test_kill_9_of_a_worker_mid_job_is_the_daemons_decision(cluster, home, video
     wait_until(lambda: not _alive(first), 10, "the killed worker's plugin process to die with it")
     starts = cluster.notes("start")
     assert len(starts) == 2 and not cluster.notes("overlap"), starts  # twice, never at once
+    assert home.stop(daemon) == 0
+
+
+def test_a_cut_off_worker_that_finishes_late_changes_nothing(cluster, home, videos):
+    """SIGSTOP freezes a worker and its plugin mid-job, as a silent network partition would.
+    The scheduler drops the worker (its heartbeats stop), the daemon counts the attempt and
+    runs the job elsewhere; when the frozen worker wakes up, its stale attempt is killed
+    and its outcome, if any, is ignored: the record and the results stay those of attempt 2."""
+    cluster.start_scheduler(WORKER_TTL="3s")
+    daemon = cluster.start_daemon()
+    cluster.start_workers(2)
+    _drop(home, videos, "slow/a.mp4")
+    first = wait_until(lambda: cluster.notes("start"), 60, "the slow plugin to start")[0][1]
+    frozen = cluster.worker_of(first)
+    frozen.send_signal(signal.SIGSTOP)
+    os.kill(first, signal.SIGSTOP)
+    job = home.wait_status("slow/a.mp4", timeout=90)
+    assert job["status"] == "completed" and job["attempts"] == 2, (job, cluster.logs())
+    os.kill(first, signal.SIGCONT)
+    frozen.send_signal(signal.SIGCONT)
+    wait_until(lambda: not _alive(first), 30, "the woken worker to kill its stale attempt")
+    log_name = f"worker-{cluster.workers.index(frozen)}.log"
+    wait_until(lambda: (home.root / log_name).read_text().count("ready: worker") == 2, 60,
+               "the woken worker to rejoin the scheduler")
+    assert first not in [pid for _, pid in cluster.notes("end")]  # the stale run never finished
+    again = home.json("show", "slow/a.mp4")
+    assert (again["status"], again["attempts"], again["finished_at"]) == ("completed", 2, job["finished_at"])
+    document = json.loads(home.cli("results", "slow/a.mp4", check=True).stdout)
+    assert document["job"]["attempts"] == 2
     assert home.stop(daemon) == 0
 
 
@@ -359,7 +401,15 @@ def test_hang_segfault_and_cancel_on_the_cluster(cluster, home, videos):
     _drop(home, videos, "b.mp4")  # the worker still takes jobs
     assert home.wait_status("b.mp4")["status"] == "completed"
     assert worker.poll() is None
-    assert home.stop(daemon) == 0
+    # kill -9 of the daemon: its Dask client vanishes, the scheduler releases its tasks,
+    # and the worker kills the plugin it was running for it (no orphan keeps running).
+    _drop(home, videos, "slow/c.mp4")
+    cancelled = pid
+    pid = wait_until(lambda: [p for _, p in cluster.notes("start") if p != cancelled], 60, "a second slow run")[0]
+    daemon.kill()
+    daemon.wait(timeout=10)
+    wait_until(lambda: not _alive(pid), 20, "the worker to stop the dead daemon's job")
+    assert worker.poll() is None
 
 
 def test_scheduler_restart_pauses_dispatch_and_nothing_runs_twice(cluster, home, videos):
@@ -368,6 +418,7 @@ def test_scheduler_restart_pauses_dispatch_and_nothing_runs_twice(cluster, home,
     worker = cluster.start_worker()
     _drop(home, videos, "slow/a.mp4")
     first = wait_until(lambda: cluster.notes("start"), 60, "the slow plugin to start")[0][1]
+    wait_until(lambda: _listening(cluster.port), 30, "the scheduler to listen")
     cluster.kill_scheduler()
     wait_until(lambda: "lost the Dask scheduler" in home.log_text(), 30, "the daemon to notice")
     job = wait_until(lambda: (lambda j: j if j and j["status"] == "pending" else None)(_show(home, "slow/a.mp4")),

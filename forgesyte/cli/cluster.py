@@ -38,21 +38,25 @@ def worker(ctx: click.Context, scheduler: str | None, nprocs: int | None, name: 
                                 "(is the shared folder mounted?).")
     if not os.access(settings.output, os.W_OK):
         raise ConfigFailure(f"The output folder {settings.output} is not writable by this user.")
+    from forgesyte.daemon import clusterworker
+    from forgesyte.daemon.clustermarker import NotShared
+    from forgesyte.plugins.registry import DiscoveryFailed
+
+    try:
+        identity, available = clusterworker.preflight(settings.inbox, settings.output)
+    except (NotShared, DiscoveryFailed) as exc:
+        raise ConfigFailure(str(exc)) from None
     try:
         import distributed  # noqa: F401
-
-        from forgesyte.daemon import clusterworker
-        from forgesyte.daemon.clustermarker import NotShared
     except ImportError as exc:
         raise ConfigFailure(f"forgesyte worker needs the cluster extra "
                             f"(pip install 'forgesyte[cluster]'): {exc}.") from None
     from forgesyte.daemon.systemd import configure_logging
-    from forgesyte.plugins.registry import DiscoveryFailed
 
     level = getattr(logging, log_level.upper())
     configure_logging(level)
     try:
         return clusterworker.serve(settings.scheduler, settings.inbox, settings.output,
-                                   nprocs or settings.workers, level, name)
-    except (NotShared, DiscoveryFailed) as exc:
+                                   nprocs or settings.workers, level, identity, available, name)
+    except NotShared as exc:
         raise ConfigFailure(str(exc)) from None

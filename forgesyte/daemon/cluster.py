@@ -88,7 +88,9 @@ class DaskExecutor:
         self.identity = self._write_marker(available)
         clustermarker.clear_claims(settings.output)
         self.resource = resource_name(self.identity.cluster)
-        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        # queue.Queue, not SimpleQueue: CPython 3.11's SimpleQueue.get(timeout) blocks forever
+        # when a signal (the daemon's SIGTERM) interrupts it just past its deadline.
+        self._events: queue.Queue = queue.Queue()
         self._flights: dict[str, Flight] = {}
         self._lock = threading.Lock()
         self._client = None
@@ -96,6 +98,8 @@ class DaskExecutor:
         self._capacity = 0
         self._worker_info: dict[str, Any] = {}
         self._leaving: set[str] = set()  # workers that said they stop (refusal, shutdown)
+        self._finished: list[Any] = []  # futures of answered attempts, to release (see submit)
+        self._finished_since = 0.0
         self._down_since: float | None = None
         self._last_reminder = 0.0
         self._next_sweep = time.monotonic() + SWEEP_EVERY
@@ -157,8 +161,20 @@ class DaskExecutor:
             return
         flight.future = future
         future.add_done_callback(lambda fut, flight=flight: self._on_done(flight, fut))
+        self._release_finished()  # after the submit: see _release_finished
+
+    def _release_finished(self) -> None:
+        """Let Dask forget finished tasks. Deferred until the next submit (or a quiet moment):
+        Dask batches what a client sends for 10 ms and what the scheduler sends a worker
+        for 5 ms, so a release sent just before the next submit would hold that submit
+        back by up to 15 ms; sent just after, it rides in the same batches."""
+        futures, self._finished = self._finished, []
+        for future in futures:
+            future.release()
 
     def poll(self, timeout: float) -> list[Event]:
+        if self._finished and time.monotonic() - self._finished_since > 0.1:
+            self._release_finished()
         try:
             items = [self._events.get(timeout=max(0.0, timeout))]
         except queue.Empty:
@@ -249,7 +265,9 @@ class DaskExecutor:
         elif outcome.get("lost"):
             log.warning("job %s: %s", flight.job_id, outcome.get("error"))
         if flight.future is not None:
-            flight.future.release()
+            if not self._finished:
+                self._finished_since = time.monotonic()
+            self._finished.append(flight.future)
         return Done(flight.job_id, flight.run, outcome)
 
     def _topic(self, message: Any) -> Progress | None:

@@ -349,25 +349,34 @@ async def _serve(address: str, host: ChainHost, nprocs: int, resource: str, name
     host.stopping = True
 
 
-def serve(address: str, inbox: Path, output: Path, nprocs: int, log_level: int,
-          name: str | None = None) -> int:
-    """`forgesyte worker`: check the folders and software, then serve until stopped.
-
-    Returns the exit code: 0 after a clean stop, 2 when this worker refused
-    (its folders stopped being the daemon's, or the daemon's software changed).
-    Raises NotShared (exit 2) when the check at start fails.
-    """
-    import asyncio
-
+def preflight(inbox: Path, output: Path) -> tuple[clustermarker.Identity, dict[str, dict[str, Any]]]:
+    """At start: the daemon's identity from both folders' markers, and this machine's plugins
+    (probed in a child process). Raises NotShared naming the folder, version or plugin."""
     from forgesyte import __version__
     from forgesyte.plugins.registry import probe
 
-    global _HOST
     identity = clustermarker.read(inbox, output)
     available = probe()
     problem = clustermarker.software_problem(identity.version, identity.plugins, __version__, available)
     if problem:
         raise NotShared(problem)
+    return identity, available
+
+
+def serve(address: str, inbox: Path, output: Path, nprocs: int, log_level: int,
+          identity: clustermarker.Identity, available: dict[str, dict[str, Any]],
+          name: str | None = None) -> int:
+    """`forgesyte worker` after its preflight: serve jobs until stopped.
+
+    Returns 0 after a clean stop; raises NotShared (exit 2) when this worker
+    refused a job (its folders stopped being the daemon's, or the daemon's
+    software changed) and stopped.
+    """
+    import asyncio
+
+    from forgesyte import __version__
+
+    global _HOST
     _quiet_dask(log_level)
     if not name:
         import socket
@@ -393,8 +402,13 @@ def resource_name(cluster: str) -> str:
 
 
 def _quiet_dask(level: int) -> None:
-    """Dask logs every connection attempt at INFO; ours says what matters."""
+    """Dask logs every connection attempt at INFO; ours says what matters. Its statistical
+    profiler samples every thread each 10 ms: a third of this process's CPU per tiny job,
+    to profile tasks that only wait for a chain process. Off."""
+    import dask
     import distributed  # noqa: F401 - importing it configures its loggers; override after
+
+    dask.config.set({"distributed.worker.profile.enabled": False})
 
     dask_level = logging.DEBUG if level <= logging.DEBUG else logging.WARNING
     for name in ("distributed", "distributed.worker", "distributed.core", "distributed.nanny"):
