@@ -67,12 +67,22 @@ def test_speech_finds_the_sentence_and_nothing_else(spoken, tmp_path):
     assert abs(result["speech_s"] - length) <= 1.0 and 0.3 < result["speech_ratio"] < 0.8
 
 
-def test_speech_silence_and_a_tone_are_not_speech(picture, tmp_path):
+def test_speech_silence_noise_and_a_tone_are_not_speech(picture, tmp_path):
+    import wave
+
     from forgesyte.plugins.builtin.speech import SpeechPlugin
 
     silent = with_audio(picture, None, tmp_path / "silent.mp4")
     result = SpeechPlugin().run(silent, ctx(tmp_path))
     assert result["audio"] is True and result["segments"] == [] and result["speech_s"] == 0
+    noise = (np.random.default_rng(7).normal(0, 0.1, 16000 * 5) * 32767).clip(-32767, 32767).astype("<i2")
+    with wave.open(str(tmp_path / "noise.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(noise.tobytes())
+    hiss = with_audio(picture, tmp_path / "noise.wav", tmp_path / "hiss.mp4", offset_s=1.0)
+    assert SpeechPlugin().run(hiss, ctx(tmp_path))["segments"] == []  # white noise
     tone = make_video(tmp_path / "tone.mp4", VideoSpec(width=160, height=120, seconds=4.0, audio="aac"))
     assert SpeechPlugin().run(tone, ctx(tmp_path))["segments"] == []  # a 440 Hz tone
 
