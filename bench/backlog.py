@@ -1,6 +1,6 @@
 """An existing library lands at once: N small videos already in the inbox at start.
 
-    .venv/bin/python bench/backlog.py [--sizes 1000,20000] [--huge] [--store]
+    .venv/bin/python bench/backlog.py [--sizes 1000,20000] [--huge] [--store] [--restart]
                                       [--limit-s 900] [--cache DIR]
 
 Daemon side. For each N (same run, so the ratio compares like with like):
@@ -14,12 +14,17 @@ The daemon runs with its defaults (2 workers, 2 s settle window) and the
   first done   seconds from spawning `forgesyte run` to the first completed job
   registered   seconds until every file is a job (pending or later)
   rate         completed jobs/s: the run from first to last completion split
-               into --windows windows of equal job counts; the median window
+               into 10 windows of equal job counts; the median window
   all done     seconds from spawn to the last completion
   main RSS     the daemon main process's peak resident memory (VmHWM)
 
 `--huge` adds N = 100,000 once. `--limit-s` stops a size that has not finished
 by then (its figures then cover only what completed, and say so).
+
+Restart (`--restart`): for each N a daemon is stopped (SIGTERM) as soon as
+every file is registered, and started again on that state with ~N jobs
+pending: its first completed job, its rate over the next 500 jobs, its RSS
+(recovery reads every pending job; the scan finds every file known).
 
 Store side (`--store`): what the job store costs the daemon with P pending
 jobs in it (P = the same sizes), in-process, the daemon's way (autoflush
@@ -43,6 +48,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from _common import median
@@ -81,10 +87,10 @@ def library(cache: Path, n: int) -> Path:
 class Run:
     """A real `forgesyte run` over a library; its log lines timestamped as they arrive."""
 
-    def __init__(self, inbox: Path, n: int, settle: float):
+    def __init__(self, inbox: Path, n: int, settle: float, home: Path | None = None):
         self.n = n
-        self.tmp = tempfile.TemporaryDirectory(prefix="forgesyte-backlog-")
-        home = Path(self.tmp.name)
+        self.tmp = tempfile.TemporaryDirectory(prefix="forgesyte-backlog-") if home is None else None
+        self.home = home = Path(self.tmp.name) if home is None else home
         (home / "forgesyte.toml").write_text(f'plugins = ["metadata"]\nsettle_seconds = {settle}\n')
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("FORGESYTE_", "NOTIFY_SOCKET"))}
         self.env.update(FORGESYTE_HOME=str(home), FORGESYTE_INBOX=str(inbox),
@@ -118,7 +124,10 @@ class Run:
         except OSError:
             pass
 
-    def go(self, limit_s: float) -> dict:
+    def go(self, limit_s: float, until: Callable[[Run], bool] | None = None) -> dict:
+        """Run until every file is done (or `until` says so, or `limit_s` passed), then stop
+        the daemon with SIGTERM (running jobs go back to pending)."""
+        until = until or (lambda run: len(run.finished) >= run.n)
         self.start = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "forgesyte", "run"], env=self.env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -126,7 +135,7 @@ class Run:
         reader.start()
         deadline = self.start + limit_s
         try:
-            while len(self.finished) < self.n and time.monotonic() < deadline:
+            while not until(self) and time.monotonic() < deadline:
                 if proc.poll() is not None:
                     raise RuntimeError("the daemon exited:\n" + "\n".join(self.log_tail))
                 self._sample_memory(proc.pid)
@@ -141,8 +150,11 @@ class Run:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
             reader.join(timeout=10)
-            self.tmp.cleanup()
         return self.figures()
+
+    def cleanup(self) -> None:
+        if self.tmp is not None:
+            self.tmp.cleanup()
 
     def figures(self, windows: int = 10) -> dict:
         done = sorted(self.finished)
@@ -164,24 +176,59 @@ class Run:
         }
 
 
+HEADER = (f"{'N':>8} | {'first done':>10} | {'registered':>10} | {'rate':>8} | {'vs first N':>10} | "
+          f"{'all done':>9} | {'main RSS':>8} | note")
+
+
+def _row(r: dict, base: float) -> str:
+    note = "" if r["completed"] >= r["n"] else (f"stopped at --limit-s: {r['completed']:,} completed, "
+                                                f"{r['registered_count']:,} registered")
+    if r["failed"]:
+        note += f" {r['failed']} failed!"
+    return (f"{r['n']:>8,} | {r['first_done']:>8.2f} s | {r['registered']:>8.1f} s | "
+            f"{r['rate']:>6.0f}/s | {r['rate'] / base:>9.2f}x | {r['all_done']:>7.1f} s | "
+            f"{r['rss_mb']:>5.0f} MB | {note}")
+
+
 def daemon_side(args, cache: Path, sizes: list[int]) -> None:
-    results = []
+    base = None
+    rows = []
     for n in sizes:
         inbox = library(cache, n)
         print(f"N = {n:,}: running ...", flush=True)
-        results.append(Run(inbox, n, args.settle).go(args.limit_s))
-    base = results[0]["rate"]
+        run = Run(inbox, n, args.settle)
+        try:
+            result = run.go(args.limit_s)
+        finally:
+            run.cleanup()
+        base = base or result["rate"]
+        rows.append(_row(result, base))
+        print(HEADER + "\n" + rows[-1], flush=True)
     print()
-    print(f"{'N':>8} | {'first done':>10} | {'registered':>10} | {'rate':>10} | {'vs first N':>10} | "
-          f"{'all done':>9} | {'main RSS':>8} | note")
-    for r in results:
-        note = "" if r["completed"] >= r["n"] else f"stopped at --limit-s: {r['completed']:,} completed, " \
-                                                   f"{r['registered_count']:,} registered"
-        if r["failed"]:
-            note += f" {r['failed']} failed!"
-        print(f"{r['n']:>8,} | {r['first_done']:>8.2f} s | {r['registered']:>8.1f} s | "
-              f"{r['rate']:>6.0f}/s | {r['rate'] / base:>9.2f}x | {r['all_done']:>7.1f} s | "
-              f"{r['rss_mb']:>5.0f} MB | {note}")
+    print(HEADER)
+    print("\n".join(rows), flush=True)
+
+
+def restart_side(args, cache: Path, sizes: list[int], completions: int = 500) -> None:
+    """A daemon stopped (SIGTERM) once every file is registered, so N - (a few) jobs are
+    pending; then started again on the same state. Measured on the second start: seconds
+    to its first completed job, its rate over the next `completions` jobs, main RSS."""
+    print()
+    print(f"restart with about N jobs pending (stopped after registering them all; "
+          f"measured over the next {completions} jobs)")
+    print(f"{'N':>8} | {'pending':>8} | {'first done':>10} | {'rate':>8} | {'main RSS':>8}")
+    for n in sizes:
+        inbox = library(cache, n)
+        first = Run(inbox, n, args.settle)
+        try:
+            first.go(args.limit_s, until=lambda run: len(run.pending) >= run.n)
+            left = n - len(first.finished)
+            second = Run(inbox, min(left, completions), args.settle, home=first.home)
+            result = second.go(args.limit_s)
+        finally:
+            first.cleanup()
+        print(f"{n:>8,} | {left:>8,} | {result['first_done']:>8.2f} s | {result['rate']:>6.0f}/s | "
+              f"{result['rss_mb']:>5.0f} MB", flush=True)
 
 
 # -- the store on its own ----------------------------------------------------------
@@ -274,6 +321,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,20000", help="library sizes, the first is the baseline")
     parser.add_argument("--huge", action="store_true", help="also N = 100,000 (once)")
     parser.add_argument("--store", action="store_true", help="also measure the store on its own")
+    parser.add_argument("--restart", action="store_true",
+                        help="also: restart a daemon with about N jobs pending")
     parser.add_argument("--no-daemon", action="store_true", help="only the store side")
     parser.add_argument("--settle", type=float, default=2.0, help="settle window (default: the daemon's)")
     parser.add_argument("--limit-s", type=float, default=900.0, help="give up on one size after this long")
@@ -283,6 +332,8 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")] + ([100_000] if args.huge else [])
     if not args.no_daemon:
         daemon_side(args, args.cache, sizes)
+        if args.restart:
+            restart_side(args, args.cache, sizes)
     if args.store or args.no_daemon:
         store_side(sizes)
 
