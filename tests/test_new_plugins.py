@@ -96,7 +96,8 @@ def test_speech_without_an_audio_track_completes(videos, tmp_path):
 
 # -- ocr --------------------------------------------------------------------
 
-CAPTIONS = [(0.0, 2.0, ["HELLO FORGESYTE"]), (2.0, 4.0, ["SECOND CAPTION 42", "Watch folder"]), (4.0, 5.0, [])]
+CAPTIONS = [(0.0, 2.0, ["HELLO FORGESYTE"]), (2.0, 4.0, ["SECOND CAPTION 42", "Watch folder"]), (4.0, 5.0, []),
+            (5.0, 6.0, ["HELLO FORGESYTE"])]
 
 
 def caption_frame(i: int, spec: VideoSpec) -> np.ndarray:
@@ -110,17 +111,18 @@ def caption_frame(i: int, spec: VideoSpec) -> np.ndarray:
 def test_ocr_reads_captions_back_with_their_times(tmp_path):
     from forgesyte.plugins.builtin.ocr import OcrPlugin
 
-    spec = VideoSpec(width=640, height=360, fps=10, seconds=5.0, audio=None)
+    spec = VideoSpec(width=640, height=360, fps=10, seconds=6.0, audio=None)
     video = make_video(tmp_path / "captions.mp4", spec, caption_frame)
     result = OcrPlugin().run(video, ctx(tmp_path))
     found = {t["text"].upper(): t for t in result["texts"]}
-    assert set(found) == {"HELLO FORGESYTE", "SECOND CAPTION 42", "WATCH FOLDER"}, result
+    assert set(found) == {"HELLO FORGESYTE", "SECOND CAPTION 42", "WATCH FOLDER"}, result  # one entry per line
     hello, second = found["HELLO FORGESYTE"], found["SECOND CAPTION 42"]
-    assert hello["start_s"] == 0.0 and abs(hello["end_s"] - 2.0) <= 0.6
-    assert abs(second["start_s"] - 2.0) <= 0.6 and abs(second["end_s"] - 4.0) <= 0.6
+    assert hello["start_s"] == 0.0 and abs(hello["end_s"] - 6.0) <= 0.1
+    assert [[round(a), round(b)] for a, b in hello["seen"]] == [[0, 2], [5, 6]]  # it came back
+    assert abs(second["start_s"] - 2.0) <= 0.6 and abs(second["end_s"] - 4.0) <= 0.6 and "seen" not in second
     assert all(t["score"] >= 0.8 for t in result["texts"])
-    # One read per picture change (3 captions), not one per sampled second (5).
-    assert result["frames_read"] == 3 and result["frames_sampled"] == 5
+    # One read per picture change (4 pictures), not one per sampled second (6).
+    assert result["frames_read"] == 4 and result["frames_sampled"] == 6
 
 
 # -- offline, and missing extras ----------------------------------------------

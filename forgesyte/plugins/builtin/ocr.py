@@ -7,7 +7,8 @@ caption that came or went: a small grey copy differs by more than
 `change` percent of its pixels). Lines read with a score below `min_score`
 are dropped; a line read again in the next frame read (the same text, or
 nearly: OCR noise) extends its entry instead of making another, so each
-entry is one line with its first and last time on screen.
+entry is one line with its first and last time on screen (and, for a line
+that came back later, each time it was: `seen`).
 
 The models are RapidOCR's bundled PP-OCR ONNX files (Apache-2.0, inside the
 `rapidocr` wheel), passed by path so RapidOCR never tries to download one;
@@ -51,6 +52,28 @@ def engine(threads: int):
 
 def normalise(text: str) -> str:
     return " ".join(text.split()).casefold()
+
+
+def distinct(appearances: list[dict[str, Any]], alike: float, step: float, end: float) -> list[dict[str, Any]]:
+    """One entry per distinct line: its first start, its last end, its best reading; a line
+    that was on screen more than once also lists each time as `seen` [[start, end], ...]."""
+    lines: list[dict[str, Any]] = []
+    for a in appearances:
+        span = [round(a["start_s"], 3), round(min(end, a["end_s"] + step), 3)]
+        line = next((x for x in lines if difflib.SequenceMatcher(None, x["_key"], a["_key"]).ratio() >= alike), None)
+        if line is None:
+            lines.append({"text": a["text"], "start_s": span[0], "end_s": span[1], "score": round(a["score"], 3),
+                          "seen": [span], "_key": a["_key"]})
+            continue
+        line["seen"].append(span)
+        line["end_s"] = max(line["end_s"], span[1])
+        if a["score"] > line["score"]:
+            line.update(text=a["text"], score=round(a["score"], 3), _key=a["_key"])
+    for line in lines:
+        del line["_key"]
+        if len(line["seen"]) == 1:
+            del line["seen"]
+    return lines
 
 
 class OcrPlugin(FramePlugin):
@@ -119,8 +142,5 @@ class OcrPlugin(FramePlugin):
                 still.append(match)
             open_ = still
         end = video.duration_s if video.duration_s else t + step
-        out = []
-        for entry in texts:
-            out.append({"text": entry["text"], "start_s": round(entry["start_s"], 3),
-                        "end_s": round(min(end, entry["end_s"] + step), 3), "score": round(entry["score"], 3)})
-        return {"texts": out, "frames_read": frames_read, "frames_sampled": sampled, "max_per_s": 1 / step}
+        return {"texts": distinct(texts, alike, step, end), "frames_read": frames_read,
+                "frames_sampled": sampled, "max_per_s": 1 / step}
