@@ -164,3 +164,26 @@ def test_a_missing_extra_names_itself(home, tmp_path):
     assert "pip install 'forgesyte[ocr]'" in listed["ocr"]["error"]
     assert "pip install 'forgesyte[speech]'" in listed["speech"]["error"]
     assert listed["faces"]["error"] is None and listed["fingerprint"]["error"] is None
+
+
+def test_every_builtin_in_one_job_on_a_real_daemon(home, tmp_path):
+    """The whole chain in a real worker process: one shared pass, threads in a forked worker."""
+    spec = VideoSpec(width=640, height=360, fps=10, seconds=4.0, audio=None)
+    video = make_video(tmp_path / "captions.mp4", spec, caption_frame)
+    video = with_audio(video, None, tmp_path / "captions-audio.mp4")
+    chain = ["metadata", "scenes", "motion", "thumbnails", "faces", "fingerprint", "speech", "ocr"]
+    home.config.write_text(home.config.read_text() + f"\nplugins = {json.dumps(chain)}\n")
+    proc = home.start()
+    home.drop(video, "news/captions.mp4")
+    job = home.wait_status("news/captions.mp4", timeout=180)
+    assert job["status"] == "completed" and job["progress"] == 100, (job, home.log_text()[-2000:])
+    document = json.loads(home.cli("results", "news/captions.mp4", check=True).stdout)
+    assert list(document["plugins"]) == chain
+    sections = document["plugins"]
+    assert abs(sections["scenes"]["scenes"][-1]["end_s"] - 4.0) < 0.2  # captions changing are no cut
+    assert {t["text"].upper() for t in sections["ocr"]["texts"]} == {"HELLO FORGESYTE", "SECOND CAPTION 42",
+                                                                      "WATCH FOLDER"}
+    assert sections["speech"]["audio"] is True and sections["speech"]["segments"] == []
+    assert len(sections["thumbnails"]["thumbnails"]) == 6 and sections["faces"]["max_count"] == 0
+    assert sections["fingerprint"]["hashes"]
+    assert home.stop(proc) == 0
