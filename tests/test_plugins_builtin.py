@@ -203,3 +203,20 @@ def test_faces_model_is_checked_before_use(tmp_path, monkeypatch):
     monkeypatch.setattr(models, "_verified", set())
     with pytest.raises(PluginError, match="damaged"):
         models.model_path("face_detection_short_range.tflite")
+
+
+def test_faces_with_glasses(tmp_path):
+    """Glasses drawn over the astronaut's eyes: the old Haar cascade (faces 1.0) found no
+    face here; BlazeFace does."""
+    photo = cv2.cvtColor(cv2.imread(str(DATA / "astronaut.jpg")), cv2.COLOR_BGR2RGB)
+    for cx in (128, 156):
+        cv2.circle(photo, (cx, 78), 10, (10, 10, 10), 3)
+    cv2.line(photo, (138, 78), (146, 78), (10, 10, 10), 3)
+    haar = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    assert len(haar.detectMultiScale(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY), 1.1, 5, minSize=(24, 24))) == 0
+    spec = VideoSpec(width=320, height=320, fps=2, seconds=1.0, audio=None)
+    video = make_video(tmp_path / "glasses.mp4", spec, lambda i, s: photo)
+    result = FacesPlugin().run(video, ctx(tmp_path, interval_s=1.0))
+    assert result["samples"][0]["count"] == 1, result
+    x, y, w, h = result["samples"][0]["boxes"][0]
+    assert abs(x - 110) <= 8 and abs(y - 41) <= 14
