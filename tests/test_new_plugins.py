@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from forgesyte.plugins.base import Context
+from tests.test_cli_output import validator
 from tests.videogen import VideoSpec, make_video, text_frame, with_audio
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
@@ -178,6 +179,7 @@ def test_every_builtin_in_one_job_on_a_real_daemon(home, tmp_path):
     job = home.wait_status("news/captions.mp4", timeout=180)
     assert job["status"] == "completed" and job["progress"] == 100, (job, home.log_text()[-2000:])
     document = json.loads(home.cli("results", "news/captions.mp4", check=True).stdout)
+    validator("results").validate(document)
     assert list(document["plugins"]) == chain
     sections = document["plugins"]
     assert abs(sections["scenes"]["scenes"][-1]["end_s"] - 4.0) < 0.2  # captions changing are no cut
