@@ -231,17 +231,13 @@ def main() -> None:
                            ("show <id prefix>", ["show", some["id"][:12]])):
             print(f"| `{label}` | {cli_ms(env, cmd, args.runs + 2):.0f} |")
 
-        proc = subprocess.Popen([sys.executable, "-m", "forgesyte", "run"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        proc.stdout.readline()
-        time.sleep(2)
-        main_rss = rss_mb(proc.pid)
-        children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
-        worker_rss = [rss_mb(p) for p in children]
-        proc.terminate()
-        proc.wait(timeout=60)
-        print(f"\n## Daemon memory with {args.history:,} jobs on record")
-        print(f"| process | RSS MB |\n|---|---:|\n| daemon (main) | {main_rss:.0f} |")
+        main_rss, worker_rss = daemon_rss(env)
+        backlog_env = dict(env, FORGESYTE_HOME=str(Path(tmp) / f"backlog-{args.backlog}"))
+        backlog_rss, _ = daemon_rss(backlog_env)
+        print("\n## Daemon memory (RSS MB, 2 s after start)")
+        print("| process | RSS MB |\n|---|---:|")
+        print(f"| daemon (main), {args.history:,} finished jobs on record | {main_rss:.0f} |")
+        print(f"| daemon (main), {args.backlog:,} jobs pending (inputs absent: parked) | {backlog_rss:.0f} |")
         for i, r in enumerate(worker_rss):
             print(f"| child process {i + 1} (worker or spawn helper) | {r:.0f} |")
 
@@ -256,6 +252,20 @@ def main() -> None:
     print(f"| forgesyte (2 workers; first created -> last finished) | {ours:.0f} |")
     print(f"| process per file, 2 at a time (watchmedo shell-command way) | {theirs:.0f} |")
     print(f"| ratio | {ours / theirs:.1f}x |")
+
+
+def daemon_rss(env: dict) -> tuple[float, list[float]]:
+    """(main process RSS, children's RSS) of `forgesyte run` on env's home, 2 s after start."""
+    proc = subprocess.Popen([sys.executable, "-m", "forgesyte", "run"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc.stdout.readline()
+    time.sleep(2)
+    main_rss = rss_mb(proc.pid)
+    children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    worker_rss = [rss_mb(p) for p in children]
+    proc.terminate()
+    proc.wait(timeout=60)
+    return main_rss, worker_rss
 
 
 def _time(cmd, env) -> float:

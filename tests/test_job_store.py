@@ -316,3 +316,40 @@ def test_reader_processes_survive_a_writer_replacing_segments(tmp_path):
         out, _ = proc.communicate(timeout=60)
         result = json.loads(out)
         assert result["errors"] == [] and result["reads"] > 5, result
+
+
+def test_every_transition_is_an_event_appended_when_the_store_flushes(tmp_path):
+    from forgesyte.storage.events import read_events
+
+    store = JobStore(tmp_path, autoflush=False)
+    job = make(store)
+    store.claim(job["id"])
+    store.set_progress(job["id"], 40, plugin="metadata")  # not a transition: no event
+    store.fail(job["id"], "It broke.")
+    store.retry(job["id"])
+    store.claim(job["id"])
+    store.requeue(job["id"], count_attempt=True)
+    store.claim(job["id"])
+    store.complete(job["id"], "x/results.json")
+    assert read_events(tmp_path)[0] == []  # nothing reaches the disk before the flush
+    store.flush()
+    events, cursor = read_events(tmp_path)
+    assert [e["status"] for e in events] == ["pending", "running", "failed", "pending", "running",
+                                             "pending", "running", "completed"]
+    assert all(set(e) == {"time", "job_id", "input", "status", "error"} for e in events)
+    assert events[2]["error"] == "It broke." and {e["job_id"] for e in events} == {job["id"]}
+    later = make(store, "b.mp4", "b" * 64)
+    store.flush()
+    more, _ = read_events(tmp_path, cursor=cursor)
+    assert [(e["job_id"], e["status"]) for e in more] == [(later["id"], "pending")]
+
+
+def test_progress_records_the_running_plugin(tmp_path):
+    store = JobStore(tmp_path)
+    job = make(store)
+    store.set_progress(job["id"], 50, plugin="metadata")  # not running: ignored
+    assert "plugin" not in store.get(job["id"])
+    store.claim(job["id"])
+    store.set_progress(job["id"], 50, plugin="scenes")
+    reader = JobStore(tmp_path, readonly=True).get(job["id"])
+    assert (reader["progress"], reader["plugin"], reader["rev"]) == (50, "scenes", 2)  # no transition
