@@ -352,8 +352,8 @@ def test_kill_9_of_a_worker_mid_job_is_the_daemons_decision(cluster, home, video
 def test_a_cut_off_worker_that_finishes_late_changes_nothing(cluster, home, videos):
     """SIGSTOP freezes a worker and its plugin mid-job, as a silent network partition would.
     The scheduler drops the worker (its heartbeats stop), the daemon counts the attempt and
-    runs the job elsewhere; when the frozen worker wakes up, its stale attempt is killed
-    and its outcome, if any, is ignored: the record and the results stay those of attempt 2."""
+    runs the job elsewhere; when the frozen plugin and worker wake up and finish the stale
+    attempt, nothing of it lands: the record and the results stay those of attempt 2."""
     cluster.start_scheduler(WORKER_TTL="3s")
     daemon = cluster.start_daemon()
     cluster.start_workers(2)
@@ -364,13 +364,24 @@ def test_a_cut_off_worker_that_finishes_late_changes_nothing(cluster, home, vide
     os.kill(first, signal.SIGSTOP)
     job = home.wait_status("slow/a.mp4", timeout=90)
     assert job["status"] == "completed" and job["attempts"] == 2, (job, cluster.logs())
-    os.kill(first, signal.SIGCONT)
-    frozen.send_signal(signal.SIGCONT)
-    wait_until(lambda: not _alive(first), 30, "the woken worker to kill its stale attempt")
+    # The stale plugin wakes first and finishes its attempt: its results document is not
+    # written over attempt 2's (the fence: a later attempt's claim exists).
     log_name = f"worker-{cluster.workers.index(frozen)}.log"
+    results = home.output / job["output"]
+
+    def recorded_attempts() -> int:
+        return json.loads(results.read_text())["job"]["attempts"]
+
+    assert recorded_attempts() == 2
+    os.kill(first, signal.SIGCONT)
+    wait_until(lambda: "attempt token 1 is stale" in (home.root / log_name).read_text()
+               or recorded_attempts() != 2, 30, "the stale attempt to reach its results document")
+    assert recorded_attempts() == 2  # not overwritten by attempt 1
+    assert first in [pid for _, pid in cluster.notes("end")]
+    # Then its worker wakes, learns it was dropped, and rejoins; its outcome is ignored.
+    frozen.send_signal(signal.SIGCONT)
     wait_until(lambda: (home.root / log_name).read_text().count("ready: worker") == 2, 60,
                "the woken worker to rejoin the scheduler")
-    assert first not in [pid for _, pid in cluster.notes("end")]  # the stale run never finished
     again = home.json("show", "slow/a.mp4")
     assert (again["status"], again["attempts"], again["finished_at"]) == ("completed", 2, job["finished_at"])
     document = json.loads(home.cli("results", "slow/a.mp4", check=True).stdout)

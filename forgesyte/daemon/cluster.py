@@ -149,6 +149,7 @@ class DaskExecutor:
             return max(0, self._capacity - len(self._flights))
 
     def submit(self, task: Task) -> None:
+        task = {**task, "fence": True}  # see clustermarker.fenced_results
         flight = Flight(task)
         with self._lock:
             self._flights[flight.job_id] = flight

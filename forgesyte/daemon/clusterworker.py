@@ -21,6 +21,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ log = logging.getLogger("forgesyte.worker")
 TOPIC = "forgesyte"  # Dask event topic: ("start"|"progress"|"done", job_id, run, ...)
 
 LOST = "The cluster worker running this job was lost before it finished."
+QUIET = 0.5  # seconds a job runs before its worker sends more than its outcome
 
 _HOST: ChainHost | None = None  # set by `forgesyte worker`; tasks find their host here
 
@@ -111,21 +113,38 @@ class ChainHost:
             key = worker.get_current_task()
         except Exception:  # pragma: no cover - outside a task
             key = None
-        waiter: queue.SimpleQueue = queue.SimpleQueue()
+        waiter: queue.Queue = queue.Queue()  # not SimpleQueue: see cluster.py
         with self._lock:
             self._waiters[(job_id, run)] = waiter
             if key is not None:
                 self._keys[key] = (job_id, run)
-        worker.log_event(TOPIC, ["start", job_id, run, worker.address])
         limits = {"plugin_timeout": float(expect.get("plugin_timeout") or self.identity.plugin_timeout),
                   "memory_mb": expect.get("worker_memory_mb")}
         self._request(("submit", task, limits))
         log.info("job %s %s: running here (attempt token %d)", job_id, task.get("input"), run)
+        # Events cost the scheduler and the daemon CPU; a job done within QUIET seconds
+        # sends only its outcome. A longer one says where it runs (the daemon notices when
+        # that worker leaves) and then its progress.
+        started, latest, announced = time.monotonic(), None, False
         try:
             while True:
-                event = waiter.get()
+                wait = None if announced else max(0.0, started + QUIET - time.monotonic())
+                try:
+                    event = waiter.get(timeout=wait)
+                except queue.Empty:
+                    event = None
+                if not announced and (event is None or time.monotonic() >= started + QUIET):
+                    announced = True
+                    worker.log_event(TOPIC, ["start", job_id, run, worker.address])
+                    if latest is not None:
+                        worker.log_event(TOPIC, ["progress", job_id, run, latest.percent, latest.plugin])
+                if event is None:
+                    continue
                 if isinstance(event, Progress):
-                    worker.log_event(TOPIC, ["progress", job_id, run, event.percent, event.plugin])
+                    if announced:
+                        worker.log_event(TOPIC, ["progress", job_id, run, event.percent, event.plugin])
+                    else:
+                        latest = event
                     continue
                 outcome = dict(event.outcome)
                 if outcome.get("cancelled") and (self.stopping or self.fatal):

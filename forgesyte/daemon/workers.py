@@ -129,8 +129,13 @@ def worker_main(conn: Connection, inbox_root: str, output_root: str, log_level: 
                 running[0] = message[2]
             conn.send(message)
 
+        store = results
+        if task.get("fence"):  # a cluster job: a stale attempt never replaces a newer one's document
+            from forgesyte.daemon.clustermarker import fenced_results
+
+            store = fenced_results(output_root, task["job_id"], task.get("run", 0))
         try:
-            outcome = run_chain(task, plugins, inbox, results, send)
+            outcome = run_chain(task, plugins, inbox, store, send)
         except Exception as exc:  # e.g. the output folder became unwritable
             from forgesyte.daemon.diskspace import is_disk_error, worker_outcome
             from forgesyte.storage.paths import redact
