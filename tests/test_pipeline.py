@@ -259,3 +259,47 @@ def test_a_shared_pass_announces_its_plugins_when_it_starts(videos, tmp_path, mo
     assert [m[2] for m in after_load if m[0] == "plugin"] == ["file", "a", "b"]
     percents = [m[2] for m in after_load if m[0] == "progress"]
     assert percents == sorted(percents) and percents[0] < 50 <= percents[-1] < 100
+
+
+# -- generated requests: seeking picks exactly the frames decoding everything picks ---------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SMALL = VideoSpec(width=160, height=120, fps=25, seconds=3.0, audio=None, gop=12)
+
+
+@pytest.fixture(scope="module")
+def small_video(tmp_path_factory):
+    return make_video(tmp_path_factory.mktemp("small") / "small.mp4", SMALL, shots_frame)
+
+
+def expected_times(targets: list[float]) -> list[float]:
+    """The frames a `times` request should get, from the frame grid alone."""
+    grid = [i / SMALL.fps for i in range(SMALL.frames)]
+    picked: list[float] = []
+    for target in sorted(targets):
+        if picked and picked[-1] >= target - 1e-6:
+            continue  # the frame already delivered covers this time too
+        later = [t for t in grid if t >= target - 1e-6]
+        chosen = later[0] if later else grid[-1]  # past the end: the last frame, once
+        if not picked or chosen != picked[-1]:
+            picked.append(chosen)
+    return [round(t, 3) for t in picked]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(targets=st.lists(st.floats(0, 3.5), min_size=1, max_size=8), fps=st.none() | st.floats(0.2, 30))
+def test_seeking_and_decoding_everything_deliver_the_same_frames(small_video, tmp_path, targets, fps):
+    def keepers():
+        return [Keeper("times", Frames(times=targets, width=32, format="gray")),
+                *([Keeper("rate", Frames(fps=fps, width=32, format="gray"))] if fps else [])]
+
+    sparse = keepers()
+    sparse_stats = run_pass(small_video, consumers(tmp_path, *sparse), lambda f: None, lambda n: None)
+    dense = keepers()
+    run_pass(small_video, consumers(tmp_path, *dense, Keeper("all")), lambda f: None, lambda n: None)
+    assert sparse_stats["mode"] == "sparse"
+    for a, b in zip(sparse, dense):
+        assert [round(f.time_s, 3) for f in a.seen] == [round(f.time_s, 3) for f in b.seen], a.name
+    assert [round(f.time_s, 3) for f in sparse[0].seen] == expected_times(targets)

@@ -113,6 +113,7 @@ class Consumer:
     # fps sampling and wanted times, for frame requests
     next_t: float = 0.0
     targets: list[float] = field(default_factory=list)
+    last_fed: float | None = None  # time of the last frame handed over
 
     def items(self) -> Iterator[Any]:
         while True:
@@ -285,6 +286,7 @@ def _video_pass(path: Path, info: VideoInfo, consumers: list[Consumer], progress
 def _deliver(consumers: list[Consumer], frame, index: int, t: float, first: float) -> None:
     for c in consumers:
         if not c.finished and c.wants_frame(t, first):
+            c.last_fed = t
             c.feed(Frame(frame, index, t, c.request, c.formatters))
 
 
@@ -313,7 +315,9 @@ def _flush_targets(consumers: list[Consumer], last, index: int, stream) -> None:
     for c in consumers:
         if not c.finished and c.targets:
             c.targets.clear()
-            c.feed(Frame(last, index, t, c.request, c.formatters))
+            if c.last_fed != t:  # not twice the same frame
+                c.last_fed = t
+                c.feed(Frame(last, index, t, c.request, c.formatters))
 
 
 def _sparse(container, stream, info: VideoInfo, consumers: list[Consumer], progress, stats) -> None:
