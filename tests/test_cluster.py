@@ -18,10 +18,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import Home, wait_until
 
@@ -301,6 +304,42 @@ def test_worker_refuses_folders_or_software_that_are_not_the_daemons(home, tmp_p
     refused(worker(extra=addr), "Plugin 'nosuch' is not installed on this worker")
     marker.write_text(json.dumps({**data, "plugins": {"metadata": "0.0-other"}}))
     refused(worker(extra=addr), "Plugin 'metadata' is version", "but 0.0-other on the daemon")
+
+
+_ANY_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                     max_size=3), max_leaves=8)
+_MARKERS = st.fixed_dictionaries({}, optional={
+    "cluster": st.sampled_from(["abc", "other"]) | _ANY_JSON, "version": st.just(__version__) | _ANY_JSON,
+    "plugins": st.dictionaries(st.text(max_size=5), st.none() | st.text(max_size=5), max_size=3) | _ANY_JSON,
+    "plugin_timeout": st.floats(allow_nan=True) | _ANY_JSON, "worker_memory_mb": st.integers() | _ANY_JSON,
+})
+
+
+@settings(max_examples=150, deadline=None)
+@given(marker=st.binary(max_size=64) | _MARKERS.map(lambda d: json.dumps(d).encode()) | _ANY_JSON.map(
+    lambda v: json.dumps(v).encode()), twin=st.none() | st.binary(max_size=32) | st.sampled_from(
+    [b'{"cluster": "abc"}', b'{"cluster": "other"}', b'[]']))
+def test_any_marker_content_is_an_identity_or_one_sentence(marker, twin):
+    """Whatever the marker files hold (truncated, garbled, wrong types), a worker gets the
+    daemon's identity with the right types or NotShared: one sentence, exit 2, never a crash."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inbox, output = Path(tmp, "inbox"), Path(tmp, "output")
+        (output / clustermarker.MARKER_DIR).mkdir(parents=True)
+        inbox.mkdir()
+        clustermarker.marker_path(output).write_bytes(marker)
+        if twin is not None:
+            clustermarker.inbox_marker_path(inbox).write_bytes(twin)
+        try:
+            identity = clustermarker.read(inbox, output)
+        except clustermarker.NotShared as exc:
+            assert str(exc).endswith(".") and "\n" not in str(exc)
+            return
+        assert isinstance(identity.cluster, str) and isinstance(identity.version, str)
+        assert all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in identity.plugins.items())
+        assert identity.plugin_timeout > 0 and (identity.worker_memory_mb is None
+                                                or isinstance(identity.worker_memory_mb, int))
+        assert json.loads(twin)["cluster"] == identity.cluster
 
 
 def test_a_share_that_drops_under_a_worker_stops_it_and_the_job_waits(cluster, home, videos, tmp_path):

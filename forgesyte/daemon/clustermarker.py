@@ -78,7 +78,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         with open(path, "rb") as fh:
             data = json.load(fh)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -115,13 +115,20 @@ def read(inbox: Path | str, output: Path | str) -> Identity:
             f"{'missing' if twin is None else 'from another cluster'}; the output folder's names "
             f"cluster {data['cluster']})."
         )
-    memory = data.get("worker_memory_mb")
-    return Identity(
-        cluster=data["cluster"], version=str(data.get("version")),
-        plugins={str(k): (None if v is None else str(v)) for k, v in (data.get("plugins") or {}).items()},
-        plugin_timeout=float(data.get("plugin_timeout") or 600.0),
-        worker_memory_mb=int(memory) if memory else None,
-    )
+    plugins, timeout, memory = data.get("plugins"), data.get("plugin_timeout"), data.get("worker_memory_mb")
+    if (not isinstance(data.get("version"), str) or not isinstance(plugins, dict)
+            or not all(v is None or isinstance(v, str) for v in plugins.values())
+            or not _number(timeout, positive=True) or not (memory is None or _number(memory, integer=True))):
+        raise NotShared(f"The cluster marker {marker_path(output)} is damaged (a field is missing or "
+                        "of the wrong type); restart the daemon to write it again.")
+    return Identity(cluster=data["cluster"], version=data["version"], plugins=dict(plugins),
+                    plugin_timeout=float(timeout), worker_memory_mb=memory)
+
+
+def _number(value: Any, positive: bool = False, integer: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        return False
+    return value == value and abs(value) != float("inf") and (not positive or value > 0)
 
 
 def software_problem(expected_version: str, expected_plugins: dict[str, str | None],
