@@ -157,3 +157,20 @@ def test_similar_on_a_real_daemon(home, clips):
     assert home.stop(proc) == 0
     assert len(fp.read_index(home.state)) == len(clips) + 1
     assert "Rebuilt it from the results documents" in home.log_text()
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+HASHES = st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=40)
+
+
+@given(HASHES, HASHES, st.integers(0, 39))
+def test_distance_properties(a, b, cut):
+    a_arr, b_arr = np.array(a, dtype=np.uint64), np.array(b, dtype=np.uint64)
+    assert fp.distance(a_arr, a_arr) == 0
+    assert fp.distance(a_arr, a_arr[min(cut, len(a) - 1):]) == 0  # a trimmed copy
+    d = fp.distance(a_arr, b_arr)
+    assert 0 <= d <= 64 and d == fp.distance(b_arr, a_arr)
+    hexes = [f"{h:016x}" for h in a]
+    assert fp.as_array(hexes).tolist() == a[: fp.MAX_HASHES]
