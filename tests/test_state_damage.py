@@ -205,15 +205,19 @@ def daemon_case(home, videos, monkeypatch, kind, how):
     assert_nothing_lost(home, expected, inbox_before, results_before, left, rel, daemon_ran=True)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_daemon_start_on_a_garbled_state_file(home, videos, monkeypatch, kind):
+# One damage per kind through the real daemon, plus two the audit found (an emptied active
+# file, a truncated index log that made 250 duplicate jobs); the rest run with -m slow.
+QUICK = [(kind, "garble") for kind in KINDS] + [("journal", "empty"), ("index log", "truncate")]
+
+
+@pytest.mark.parametrize("kind, how", QUICK)
+def test_daemon_start_on_a_damaged_state_file(home, videos, monkeypatch, kind, how):
     """The real daemon: repairs derived data by itself; exits 3 naming a damaged truth file,
     and after `fsck --repair` runs every pending job and makes no second job for any input."""
-    daemon_case(home, videos, monkeypatch, kind, "garble")
+    daemon_case(home, videos, monkeypatch, kind, how)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["truncate", "empty", "delete"])
-@pytest.mark.parametrize("kind", KINDS)
-def test_daemon_start_on_a_damaged_state_file(home, videos, monkeypatch, kind, how):
+@pytest.mark.parametrize("kind, how", [(k, h) for k in KINDS for h in DAMAGES if (k, h) not in QUICK])
+def test_daemon_start_on_a_damaged_state_file_slow(home, videos, monkeypatch, kind, how):
     daemon_case(home, videos, monkeypatch, kind, how)
