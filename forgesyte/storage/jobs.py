@@ -31,20 +31,20 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any
 
 from forgesyte.conditions import Condition
 from forgesyte.storage import chunks, journal
 from forgesyte.storage.chunks import CHUNK_SIZE, PRUNED, Manifest
 from forgesyte.storage.errors import StateDamaged
 from forgesyte.storage.events import EventLog, event_of
-from forgesyte.storage.ids import JobIds, is_job_id, utc_now
-from forgesyte.storage.index import IndexDamaged, lookup_input
-
-PENDING, RUNNING, COMPLETED, FAILED = "pending", "running", "completed", "failed"
-STATUSES = (PENDING, RUNNING, COMPLETED, FAILED)
-FINISHED = (COMPLETED, FAILED)
+from forgesyte.storage.ids import JobIds, utc_now
+from forgesyte.storage.view import (  # noqa: F401 - the store's public names live here too
+    COMPLETED, FAILED, FINISHED, PENDING, RUNNING, STATUSES, AmbiguousJob, IllegalTransition, JobNotFound,
+    StoreView, _status_counts,
+)
 
 _ALLOWED = {
     "claim": ({PENDING}, RUNNING),
@@ -57,38 +57,14 @@ _ALLOWED = {
 
 JOURNAL_LIMIT = 256 * 1024  # bytes of journal that trigger a checkpoint (every reader parses it)
 MAX_DIRTY_CHUNKS = 32  # ... or this many chunks touched since the last one
-CACHE_CHUNKS = 8
 INTERNAL_FIELDS = ("mtime_ns", "run")
-T = TypeVar("T")
 log = logging.getLogger("forgesyte.storage")
 # Ongoing write trouble is logged when it starts, as a reminder, and when it clears.
 _EVENTS_TROUBLE = Condition("event-log-write", log)
 _CHECKPOINT_TROUBLE = Condition("checkpoint-write", log)
 
 
-class JobNotFound(LookupError):
-    pass
-
-
-class AmbiguousJob(LookupError):
-    def __init__(self, message: str, candidates: list[str]):
-        super().__init__(message)
-        self.candidates = candidates
-
-
-class IllegalTransition(ValueError):
-    pass
-
-
-class _Stale(Exception):
-    """A reader's snapshot names a file the writer has since replaced."""
-
-
-def _status_counts(counts: dict[str, int]) -> dict[str, int]:
-    return {status: int(counts.get(status, 0)) for status in STATUSES}
-
-
-class JobStore:
+class JobStore(StoreView):
     """Job records and their transitions.
 
     `readonly=True` (the CLI's reads): a snapshot; never writes.
@@ -99,13 +75,13 @@ class JobStore:
     """
 
     def __init__(self, state_dir: Path | str, readonly: bool = False, autoflush: bool = True):
-        self.state_dir = Path(state_dir)
         self.readonly = readonly
         self.autoflush = autoflush and not readonly
-        self._cache: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
         if readonly:
-            self._load_snapshot()
+            super().__init__(state_dir)
             return
+        self.state_dir = Path(state_dir)
+        self._cache = OrderedDict()
         from forgesyte.storage.recovery import open_writer
 
         opened = open_writer(self.state_dir)
@@ -120,181 +96,11 @@ class JobStore:
         self._events = EventLog(self.state_dir)
         self._next_checkpoint_try = 0.0
 
-    # -- snapshots (readers) -------------------------------------------------------
-    def _load_snapshot(self) -> None:
-        from forgesyte.storage.recovery import read_snapshot
-
-        snap = read_snapshot(self.state_dir)
-        self._manifest = snap.manifest
-        self._overlay = snap.overlay
-        self._counts = _status_counts(snap.counts)
-        self._cache.clear()
-
-    def reload(self) -> None:
-        """Readers: take a fresh snapshot (e.g. a chunk was replaced under us)."""
-        if self.readonly:
-            self._load_snapshot()
-
-    def _retrying(self, query: Callable[[], T]) -> T:
-        """A reader's snapshot may name a file the writer has just replaced: re-snapshot."""
-        for _ in range(5):
-            try:
-                return query()
-            except _Stale:
-                time.sleep(0.02)
-                self.reload()
-        try:
-            return query()
-        except _Stale as stale:
-            raise StateDamaged(str(stale), "is named by the manifest but missing") from None
-
     def close(self) -> None:
         if not self.readonly:
             self.flush()
 
-    # -- chunks ----------------------------------------------------------------------
-    def _chunk(self, index: int) -> dict[str, dict[str, Any]]:
-        entry = self._manifest.chunks[index]
-        records = self._cache.get(entry["name"])
-        if records is None:
-            try:
-                records = chunks.read_chunk(self.state_dir, entry)
-            except FileNotFoundError:
-                if self.readonly:
-                    raise _Stale(chunks.rel(entry["name"])) from None
-                raise StateDamaged(chunks.rel(entry["name"]), "is named by the manifest but missing") from None
-            self._cache[entry["name"]] = records
-            while len(self._cache) > CACHE_CHUNKS:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(entry["name"])
-        return records
-
-    def _stored(self, job_id: str) -> dict[str, Any] | None:
-        """The record as it stands (tombstones included), or None."""
-        record = self._overlay.get(job_id)
-        if record is not None:
-            return record
-        index = self._manifest.chunk_index(job_id)
-        return None if index is None else self._chunk(index).get(job_id)
-
-    def _partition(self, index: int) -> dict[str, dict[str, Any]]:
-        """Every record chunk `index` holds, with the journal on top."""
-        low, high = self._manifest.bounds(index)
-        merged = dict(self._chunk(index))
-        for job_id, record in self._overlay.items():
-            if (low is None or job_id >= low) and (high is None or job_id < high):
-                merged[job_id] = record
-        return merged
-
-    def _partitions(self, newest_first: bool, wanted: set[str] | None = None
-                    ) -> Iterator[list[dict[str, Any]]]:
-        """Live records chunk by chunk (sorted by id within each), skipping chunks that
-        hold no job in `wanted` statuses (by the manifest's counts and the journal)."""
-        order = range(len(self._manifest.chunks))
-        if not self._manifest.chunks:
-            records = [r for r in self._overlay.values() if r.get("status") != PRUNED]
-            yield sorted(records, key=lambda r: r["id"], reverse=newest_first)
-            return
-        overlay_hits: set[int] = set()
-        if wanted is not None:
-            for record in self._overlay.values():
-                if record.get("status") in wanted:
-                    overlay_hits.add(self._manifest.chunk_index(record["id"]))
-        for index in (reversed(order) if newest_first else order):
-            if wanted is not None and index not in overlay_hits and not any(
-                    self._manifest.chunks[index]["counts"].get(s) for s in wanted):
-                continue
-            records = [r for r in self._partition(index).values() if r.get("status") != PRUNED]
-            yield sorted(records, key=lambda r: r["id"], reverse=newest_first)
-
-    # -- reads -------------------------------------------------------------------------
-    def get(self, job_id: str) -> dict[str, Any]:
-        record = self._retrying(lambda: self._stored(job_id))
-        if record is None or record.get("status") == PRUNED:
-            raise JobNotFound(f"No job has the id {job_id!r}.")
-        return dict(record)
-
-    def is_active(self, job_id: str) -> bool:
-        """Pending or running (the jobs the daemon still has work for)."""
-        record = self._retrying(lambda: self._stored(job_id))
-        return record is not None and record.get("status") in (PENDING, RUNNING)
-
-    def status_of(self, job_id: str) -> str:
-        return self.get(job_id)["status"]
-
-    def resolve(self, ref: str) -> dict[str, Any]:
-        """A job by id, unique id prefix, or input key (newest job for that input)."""
-        if not ref:
-            raise JobNotFound("No job matches an empty reference.")
-        record = self._retrying(lambda: self._stored(ref)) if is_job_id(ref) else None
-        if record is not None and record.get("status") != PRUNED:
-            return dict(record)
-        latest = self.latest_for_input(ref)
-        if latest is not None:
-            newest = latest["id"]
-            stored = self._retrying(lambda: self._stored(newest))
-            if stored is None and self.readonly:  # the index is ahead of our snapshot
-                self.reload()
-                stored = self._retrying(lambda: self._stored(newest))
-            if stored is not None and stored.get("status") != PRUNED:
-                return dict(stored)
-            if stored is not None:
-                raise JobNotFound(f"The newest job for {ref!r} ({newest}) was pruned.")
-            raise JobNotFound(f"The newest job for {ref!r} ({newest}) has no record; "
-                              "run `forgesyte fsck`.")
-        matches = self._retrying(lambda: self._prefix_matches(ref))
-        if len(matches) == 1:
-            return self.get(matches[0])
-        if len(matches) > 1:
-            raise AmbiguousJob(f"{ref!r} matches {len(matches)} jobs; give more of the id.", matches)
-        raise JobNotFound(f"No job matches {ref!r} (by id, id prefix or input path).")
-
-    def _prefix_matches(self, prefix: str) -> list[str]:
-        upper = prefix + "~"  # '~' sorts after every id character
-        matches = {i for i, r in self._overlay.items() if i.startswith(prefix) and r.get("status") != PRUNED}
-        for index in range(len(self._manifest.chunks)):
-            low, high = self._manifest.bounds(index)
-            if (high is not None and high < prefix) or (low is not None and low > upper):
-                continue
-            matches.update(i for i, r in self._chunk(index).items()
-                           if i.startswith(prefix) and i not in self._overlay and r.get("status") != PRUNED)
-        return sorted(matches)
-
-    def latest_for_input(self, input_key: str) -> dict[str, Any] | None:
-        """Facts of the newest job for this input (by creation order): id, size, mtime_ns,
-        sha256. Pruned jobs count: their input is known content."""
-        if not self.readonly:
-            entry = self.index.entry(input_key)
-        else:
-            entry = self._reader_entry(input_key)
-        if entry is None:
-            return None
-        return {"id": entry[0], "size": entry[1], "mtime_ns": entry[2], "sha256": entry[3]}
-
-    def _reader_entry(self, input_key: str) -> list | None:
-        try:
-            entry = lookup_input(self.state_dir, input_key)
-        except IndexDamaged as exc:
-            log.warning("%s Answering from the job records instead (slower).", exc)
-            entry = None
-            for part in self._retrying(lambda: list(self._all_records())):
-                if part["input"] == input_key and (entry is None or part["id"] > entry[0]):
-                    entry = [part["id"], part.get("size", 0), part.get("mtime_ns", 0), part.get("sha256")]
-            return entry
-        for record in self._overlay.values():  # the journal is newer than the index
-            if record["input"] == input_key and (entry is None or record["id"] >= entry[0]):
-                entry = [record["id"], record.get("size", 0), record.get("mtime_ns", 0), record.get("sha256")]
-        return entry
-
-    def _all_records(self) -> Iterator[dict[str, Any]]:
-        """Every record, tombstones included (for rebuilding derived data)."""
-        if not self._manifest.chunks:
-            yield from self._overlay.values()
-            return
-        for index in range(len(self._manifest.chunks)):
-            yield from self._partition(index).values()
-
+    # -- writer-only reads ---------------------------------------------------------
     def first_with_sha(self, sha256: str) -> dict[str, Any] | None:
         """The earliest non-duplicate job with this content, if its record still exists."""
         job_id = self.index.original(sha256)
@@ -304,18 +110,6 @@ class JobStore:
         if record is None or record.get("status") == PRUNED or record.get("sha256") != sha256:
             return None  # pruned, or resettled to other content since
         return dict(record)
-
-    def with_status(self, *statuses: str) -> list[dict[str, Any]]:
-        """Jobs in these statuses, oldest first."""
-        wanted = set(statuses)
-
-        def query() -> list[dict[str, Any]]:
-            return [dict(r) for part in self._partitions(False, wanted) for r in part
-                    if r.get("status") in wanted]
-        found = self._retrying(query)
-        if not self.readonly and wanted & {PENDING, RUNNING}:
-            self._check_work(found)
-        return found
 
     def _check_work(self, jobs: list[dict[str, Any]]) -> None:
         """The writer is about to act on these records (recovery, dispatch): a record that
@@ -330,22 +124,17 @@ class JobStore:
                          else self._manifest.chunks[self._manifest.chunk_index(job["id"])]["name"])
                 raise StateDamaged(chunks.rel(where), f"holds a job record ({job['id']}) that {problem}")
 
-    def counts(self) -> dict[str, int]:
-        return dict(self._counts)
+    def with_status(self, *statuses: str) -> list[dict[str, Any]]:
+        """Jobs in these statuses, oldest first (the writer validates those it will act on)."""
+        found = super().with_status(*statuses)
+        if not self.readonly and set(statuses) & {PENDING, RUNNING}:
+            self._check_work(found)
+        return found
 
-    def newest(self, limit: int | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        """Newest first, reading only as many chunks as needed."""
-        def query() -> list[dict[str, Any]]:
-            found: list[dict[str, Any]] = []
-            for part in self._partitions(True, {status} if status else None):
-                found.extend(dict(r) for r in part if status is None or r.get("status") == status)
-                if limit is not None and len(found) >= limit:
-                    break  # every later chunk holds only older ids
-            return found if limit is None else found[:limit]
-        return self._retrying(query)
-
-    def all(self) -> list[dict[str, Any]]:
-        return self.newest(None)
+    def _index_entry(self, input_key: str) -> list | None:
+        if self.readonly:
+            return super()._index_entry(input_key)
+        return self.index.entry(input_key)
 
     # -- writes ------------------------------------------------------------------------
     def _writable(self) -> None:

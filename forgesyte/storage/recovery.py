@@ -17,6 +17,9 @@ and what may be done about it without losing anything.
 * notice: worth saying, nothing to repair (e.g. a results document missing).
 
 Nothing here deletes a file because another one looks older or missing.
+
+(Longer than most modules, on purpose: every decision about a damaged state is
+here, in one place, rather than spread over the modules that read the files.)
 """
 
 from __future__ import annotations
@@ -39,11 +42,17 @@ from forgesyte.storage.events import PREVIOUS as EVENTS_PREVIOUS
 from forgesyte.storage.events import VERSION as EVENTS_VERSION
 from forgesyte.storage.ids import utc_now
 from forgesyte.storage.index import INDEX_DIR, Index, IndexDamaged
+from forgesyte.storage.snapshot import (
+    V1_FILE,
+    Snapshot,
+    check_no_manifest,
+    journal_path,
+    read_snapshot,
+)
 
 log = logging.getLogger("forgesyte.storage")
 
 QUARANTINE_DIR = "quarantine"
-V1_FILE = "jobs.json"  # the layout before format versions: migrate.py converts it
 AUTO, BLOCKING, NOTICE = "auto", "blocking", "notice"
 
 
@@ -59,16 +68,6 @@ class Finding:
 
     def as_json(self) -> dict[str, Any]:
         return {"file": self.name, "problem": self.problem, "kind": self.kind, "repair": self.action or None}
-
-
-@dataclass
-class Snapshot:
-    manifest: Manifest
-    overlay: dict[str, dict[str, Any]]
-    counts: dict[str, int]
-    seq: int = 0
-    floor: str | None = None
-    journal: journal.Journal | None = None
 
 
 @dataclass
@@ -90,58 +89,6 @@ class Inspection:
     @property
     def blocking(self) -> list[Finding]:
         return [f for f in self.findings if f.kind == BLOCKING]
-
-
-# -- reading the committed state -------------------------------------------------------------
-def _journal_path(state_dir: Path, manifest: Manifest) -> Path:
-    return chunks.jobs_dir(state_dir) / manifest.journal
-
-
-def _snapshot(manifest: Manifest, jnl: journal.Journal) -> Snapshot:
-    last = jnl.batches[-1] if jnl.batches else None
-    floor = manifest.floor
-    overlay = jnl.overlay
-    for candidate in [last.get("floor") if last else None, *overlay]:
-        if candidate and (floor is None or candidate > floor):
-            floor = candidate
-    return Snapshot(manifest, overlay, dict(last["counts"]) if last else dict(manifest.counts),
-                    last["seq"] if last else manifest.seq, floor, jnl)
-
-
-def _no_manifest(state_dir: Path) -> None:
-    """No manifest: a new state, an older format, or a lost manifest (raises for the last two)."""
-    if (state_dir / V1_FILE).exists():
-        raise UnknownFormat(V1_FILE, "is in the format of an earlier ForgeSyte (before format versions)")
-    folder = chunks.jobs_dir(state_dir)
-    try:
-        names = [n for n in os.listdir(folder) if not n.startswith(".")]
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    if names:
-        raise StateDamaged(chunks.rel(MANIFEST), "is missing while the jobs folder holds "
-                           f"{len(names)} files")
-
-
-def read_snapshot(state_dir: Path) -> Snapshot:
-    """A reader's consistent view: the manifest and the journal that continues it.
-    A torn journal tail is ignored (the writer cuts it at its next open)."""
-    for _attempt in range(5):
-        manifest = chunks.read_manifest(state_dir)
-        if manifest is None:
-            _no_manifest(state_dir)
-            return Snapshot(Manifest(), {}, {})
-        name = chunks.rel(manifest.journal)
-        try:
-            jnl = journal.read(_journal_path(state_dir, manifest), name, manifest.gen)
-        except (FileNotFoundError, StateDamaged) as exc:
-            again = chunks.read_manifest(state_dir)
-            if again is not None and again.gen != manifest.gen:
-                continue  # a checkpoint replaced the journal under us: take the new snapshot
-            if isinstance(exc, FileNotFoundError):
-                raise StateDamaged(name, "is missing") from None
-            raise
-        return _snapshot(manifest, jnl)
-    raise StateDamaged(chunks.rel(MANIFEST), "keeps changing under this reader")
 
 
 # -- inspecting everything -------------------------------------------------------------------
@@ -395,7 +342,7 @@ def open_writer(state_dir: Path) -> Opened:
     manifest = snap.manifest
     if found.fresh:
         os.makedirs(chunks.jobs_dir(state_dir), mode=0o750, exist_ok=True)
-        journal.create(_journal_path(state_dir, manifest), manifest.gen)
+        journal.create(journal_path(state_dir, manifest), manifest.gen)
         chunks.write_manifest(state_dir, manifest)
         snap = read_snapshot(state_dir)
     damaged_index = []
@@ -406,7 +353,7 @@ def open_writer(state_dir: Path) -> Opened:
             _auto_repair(state_dir, finding, snap)
     jnl = snap.journal
     if jnl is not None and jnl.torn:
-        tail = journal.cut_tail(_journal_path(state_dir, manifest), jnl)
+        tail = journal.cut_tail(journal_path(state_dir, manifest), jnl)
         quarantine(state_dir, chunks.rel(manifest.journal) + ".torn", "had a torn last record", data=tail)
     journal_size = jnl.good_end if jnl is not None else 0
     index = None if damaged_index or found.fresh else found.index
@@ -529,7 +476,7 @@ def open_daemon_store(state_dir: Path | str, output_dir: Path | str):
 
     state_dir = Path(state_dir)
     if chunks.read_manifest(state_dir) is None and not (state_dir / V1_FILE).exists():
-        _no_manifest(state_dir)
+        check_no_manifest(state_dir)
         job_id = _first_results_record(Path(output_dir))
         if job_id is not None:
             raise StateDamaged(chunks.rel(MANIFEST), "is missing while the output folder holds results "
