@@ -1,6 +1,7 @@
 """The job store at scale: per-job cost, CLI latency, ingest throughput, daemon memory.
 
     .venv/bin/python bench/store.py [--history 100000] [--runs 5] [--clips 1000] [--backlog 20000]
+    .venv/bin/python bench/store.py --before /tmp/old [--history 100000]   (CLI: an older tree vs this one)
 
 1. Per-job store cost (create + claim + complete) with 1,000 and with
    `--history` jobs already on record; "unbatched" flushes after every
@@ -178,7 +179,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--clips", type=int, default=1000)
     parser.add_argument("--backlog", type=int, default=20_000)
+    parser.add_argument("--before", type=Path, metavar="TREE",
+                        help="an older source tree (e.g. `git archive ff7709e | tar -x -C /tmp/old`): "
+                             "only compare its CLI wall time with this tree's, interleaved, same run")
     args = parser.parse_args()
+    if args.before:
+        compare_cli(args.before.resolve(), args.history, args.runs + 4)
+        return
 
     with tempfile.TemporaryDirectory(prefix="forgesyte-store-") as tmp:
         small, big = Path(tmp) / "small" / "state", Path(tmp) / "big" / "state"
@@ -254,6 +261,62 @@ def main() -> None:
     print(f"| ratio | {ours / theirs:.1f}x |")
 
 
+FILL = """
+import sys
+from forgesyte.storage.jobs import JobStore
+store = JobStore(sys.argv[1], autoflush=False)
+for i in range(int(sys.argv[2])):
+    job = store.create(f"cam{i % 50}/clip-{i:06d}.mp4", size=1000 + i, mtime_ns=i, sha256=f"{i:064x}",
+                       plugins=["metadata"])
+    store.claim(job["id"])
+    if i % 20 == 0:
+        store.fail(job["id"], "The file is not a decodable video.")
+    else:
+        store.complete(job["id"], f"cam{i % 50}/clip-{i:06d}.mp4-{job['id']}/results.json")
+    if i % 1000 == 999:
+        store.flush()
+store.close()
+print(JobStore(sys.argv[1], readonly=True).newest(1)[0]["id"])
+"""
+
+
+def compare_cli(before: Path, history: int, runs: int) -> None:
+    """CLI wall time on `history` jobs: an older tree's store against this one's, each
+    filled by its own code, commands interleaved so both see the same machine load."""
+    trees = {"before": before, "after": Path(__file__).resolve().parent.parent}
+    with tempfile.TemporaryDirectory(prefix="forgesyte-store-ab-") as tmp:
+        envs, newest = {}, {}
+        for name, tree in trees.items():
+            home = Path(tmp) / name
+            (home / "state").mkdir(parents=True)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("FORGESYTE_")}
+            env.update(PYTHONPATH=str(tree), FORGESYTE_HOME=str(home))
+            env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: with bytecode caches
+            start = time.perf_counter()
+            newest[name] = subprocess.run([sys.executable, "-c", FILL, str(home / "state"), str(history)],
+                                          env=env, check=True, capture_output=True, text=True).stdout.strip()
+            print(f"# {name} ({tree}): filled {history:,} jobs in {time.perf_counter() - start:.0f} s")
+            envs[name] = env
+        commands = [("status --json", ["status", "--json"]), ("list --limit 20", ["list", "--limit", "20"]),
+                    ("show <id>", ["show", None]), ("show <input key>", ["show", "cam7/clip-000007.mp4"])]
+        for name in trees:  # write the bytecode caches
+            for _label, cmd in commands:
+                _time([sys.executable, "-m", "forgesyte", *[newest[name] if a is None else a for a in cmd]],
+                      envs[name])
+        startup = median([_time([sys.executable, "-c", "pass"], envs["after"]) for _ in range(runs)])
+        print(f"\n## CLI wall time with {history:,} jobs on record, ms, median of {runs} interleaved runs")
+        print(f"baseline `python -c pass`: {startup * 1000:.0f} ms\n")
+        print("| command | before | after | after/before |\n|---|---:|---:|---:|")
+        for label, cmd in commands:
+            times: dict[str, list[float]] = {name: [] for name in trees}
+            for _ in range(runs):
+                for name in trees:
+                    argv = [newest[name] if a is None else a for a in cmd]
+                    times[name].append(_time([sys.executable, "-m", "forgesyte", *argv], envs[name]))
+            b, a = median(times["before"]) * 1000, median(times["after"]) * 1000
+            print(f"| `{label}` | {b:.0f} | {a:.0f} | {a / b:.2f}x |")
+
+
 def daemon_rss(env: dict) -> tuple[float, list[float]]:
     """(main process RSS, children's RSS) of `forgesyte run` on env's home, 2 s after start."""
     proc = subprocess.Popen([sys.executable, "-m", "forgesyte", "run"], env=env,
@@ -270,7 +333,7 @@ def daemon_rss(env: dict) -> tuple[float, list[float]]:
 
 def _time(cmd, env) -> float:
     start = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True)
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
