@@ -240,3 +240,25 @@ def test_every_finished_job_has_a_results_document_with_its_record(home, videos)
         assert document["job"]["rev"] == job["rev"]
     store = JobStore(home.state, readonly=True)
     assert store.resolve("copy.webm")["duplicate_of"] == store.resolve("a.webm")["id"]
+
+
+@pytest.mark.parametrize("then", ["nothing", "a CLI write"])
+def test_a_lost_state_folder_is_rebuilt_from_the_output_not_started_afresh(home, videos, monkeypatch, then):
+    """The whole state folder gone (or replaced by an empty store, e.g. after a CLI write
+    made one): starting afresh would take every input again, as new jobs. The daemon
+    refuses; fsck --repair brings every finished job back from its results document."""
+    expected = build_state(home, videos, monkeypatch)
+    shutil.rmtree(home.state)
+    if then == "a CLI write":
+        home.cli("retry", "cam0/clip000.webm")  # fails (unknown job), but opens a fresh store
+    proc = home.cli("run", "--once", timeout=120)
+    no_traceback(proc)
+    assert proc.returncode == 3 and "results documents of earlier jobs" in proc.stderr, proc.stderr
+    repaired = home.cli("fsck", "--repair", timeout=120)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert home.cli("run", "--once", timeout=120).returncode == 0
+    jobs = {j["input"]: j for j in home.jobs()}
+    assert len(jobs) == len(home.jobs()) == len(expected)  # one job per input
+    for key, want in expected.items():
+        if want["status"] != "pending":
+            assert (jobs[key]["id"], jobs[key]["status"]) == (want["id"], want["status"])

@@ -42,13 +42,7 @@ from forgesyte.storage.events import PREVIOUS as EVENTS_PREVIOUS
 from forgesyte.storage.events import VERSION as EVENTS_VERSION
 from forgesyte.storage.ids import utc_now
 from forgesyte.storage.index import INDEX_DIR, Index, IndexDamaged
-from forgesyte.storage.snapshot import (
-    V1_FILE,
-    Snapshot,
-    check_no_manifest,
-    journal_path,
-    read_snapshot,
-)
+from forgesyte.storage.snapshot import V1_FILE, Snapshot, journal_path, read_snapshot
 
 log = logging.getLogger("forgesyte.storage")
 
@@ -475,13 +469,16 @@ def open_daemon_store(state_dir: Path | str, output_dir: Path | str):
     from forgesyte.storage.jobs import JobStore
 
     state_dir = Path(state_dir)
-    if chunks.read_manifest(state_dir) is None and not (state_dir / V1_FILE).exists():
-        check_no_manifest(state_dir)
+    try:
+        snap = None if (state_dir / V1_FILE).exists() else read_snapshot(state_dir)
+    except StateError:
+        snap = None  # JobStore's open names the damage
+    if snap is not None and not snap.manifest.chunks and not snap.overlay:
         job_id = _first_results_record(Path(output_dir))
         if job_id is not None:
-            raise StateDamaged(chunks.rel(MANIFEST), "is missing while the output folder holds results "
-                               f"documents of earlier jobs (e.g. job {job_id}); to rebuild the records "
-                               "from them")
+            raise StateDamaged(chunks.rel(MANIFEST), "holds no job records while the output folder holds "
+                               f"results documents of earlier jobs (e.g. job {job_id}); to rebuild the "
+                               "records from them")
     return JobStore(state_dir, autoflush=False)
 
 
