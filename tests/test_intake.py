@@ -26,7 +26,7 @@ from forgesyte.daemon.selection import Selection
 from forgesyte.daemon.settle import SettleGate
 from forgesyte.daemon.watch import scan
 from forgesyte.storage.jobs import JobStore
-from forgesyte.storage.paths import Root
+from forgesyte.storage.paths import Root, UnsafeKey
 from tests.conftest import register_test_plugin, wait_until
 from tests.videogen import VideoSpec, make_video
 
@@ -615,3 +615,55 @@ def test_no_busy_loop_while_the_hashers_are_full(tmp_path, monkeypatch):
         release.set()
         intake.close()
         store.close()
+
+
+# -- Root.stat_key (the gate's stat) against path_for + stat --------------------------
+
+KINDS = st.sampled_from(["file", "dir", "fifo", "out-file", "out-dir", "dangling", "in-a", "in-b", "in-c"])
+
+
+def _outcome(call, key):
+    """What the gate makes of a lookup: drop the candidate, look again later, or a file."""
+    try:
+        st_ = call(key)
+    except (FileNotFoundError, NotADirectoryError, UnsafeKey):
+        return "drop"
+    except OSError:
+        return "retry"
+    return (st_.st_dev, st_.st_ino, st_.st_size)
+
+
+@given(kinds=st.lists(KINDS, min_size=3, max_size=3))
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_stat_key_agrees_with_path_for_on_any_tree_of_links(tmp_path_factory, kinds):
+    """The gate's one-open stat must refuse exactly what path_for refuses (links out of the
+    inbox, through files or folders, loops, dangling) and stat the same file otherwise."""
+    top = tmp_path_factory.mktemp("links")
+    inbox, outside = top / "inbox", top / "outside"
+    inbox.mkdir()
+    (outside / "dir").mkdir(parents=True)
+    (outside / "secret.mp4").write_bytes(b"secret")
+    (outside / "dir" / "f").write_bytes(b"outside f")
+    for name, kind in zip("abc", kinds):
+        path = inbox / name
+        if kind == "file":
+            path.write_bytes(b"inside " + name.encode())
+        elif kind == "dir":
+            path.mkdir()
+            (path / "f").write_bytes(b"f in " + name.encode())
+            os.symlink("../../outside/secret.mp4", path / "g")
+        elif kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "out-file":
+            os.symlink(outside / "secret.mp4", path)
+        elif kind == "out-dir":
+            os.symlink("../outside/dir", path)
+        elif kind == "dangling":
+            os.symlink("nowhere", path)
+        else:  # in-a / in-b / in-c: a relative link to a sibling (loops included)
+            os.symlink(kind[-1], path)
+    root = Root(inbox)
+    for key in [n + tail for n in "abc" for tail in ("", "/f", "/g")]:
+        expected = _outcome(lambda k: os.stat(root.path_for(k)), key)
+        assert _outcome(lambda k: root.stat_key(k)[1], key) == expected, (key, kinds)
+        assert _outcome(lambda k: root.stat_key(k, root.real_path())[1], key) == expected, (key, kinds)

@@ -117,6 +117,7 @@ class SettleGate:
         ready: list[Ready] = []
         due = self._due
         looked = 0
+        real_root: str | None = None
         while due and due[0][0] <= now and (limit is None or len(ready) < limit):
             if until is not None and looked and (looked % 8 == 0) and self.clock() >= until:
                 break
@@ -125,7 +126,9 @@ class SettleGate:
             cand = self.candidates.get(key)
             if cand is None or cand.next_check != when:
                 continue
-            found = self._check(cand, now)
+            if real_root is None:
+                real_root = self.inbox.real_path()  # once a poll, not once a file
+            found = self._check(cand, now, real_root)
             if found is not None:
                 ready.append(found)
         if len(due) > 64 and len(due) > 4 * len(self.candidates):
@@ -137,11 +140,10 @@ class SettleGate:
         self._due = [(c.next_check, next(self._order), k) for k, c in self.candidates.items()]
         heapq.heapify(self._due)
 
-    def _check(self, cand: Candidate, now: float) -> Ready | None:
+    def _check(self, cand: Candidate, now: float, real_root: str) -> Ready | None:
         key = cand.key
         try:
-            path = self.inbox.path_for(key)
-            st = os.stat(path)
+            path, st = self.inbox.stat_key(key, real_root)
         except (FileNotFoundError, NotADirectoryError, UnsafeKey):
             del self.candidates[key]  # gone, or a symlink out of the inbox
             return None
@@ -172,7 +174,7 @@ class SettleGate:
             if self.is_open(key):
                 log.warning("%s is still open but unchanged for %.0f s; taking it", key, quiet_for)
             del self.candidates[key]
-            return Ready(key, st, str(path))
+            return Ready(key, st, path)
         # Look again soon, and exactly when the window would expire.
         self._schedule(cand, min(now + self.interval, cand.since + self.quiet))
         return None

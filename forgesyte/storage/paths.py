@@ -222,3 +222,36 @@ class Root:
         key = key_from_name(rel.replace(os.sep, "/"))
         self.path_for(key)  # symlink escape check
         return key
+
+    def real_path(self) -> str:
+        """The root's real path now (for a batch of `stat_key` calls)."""
+        return self._real()
+
+    def stat_key(self, key: str, real_root: str | None = None) -> tuple[str, os.stat_result]:
+        """`path_for(key)` and the stat of what it leads to, with the same guarantee
+        (UnsafeKey if it leads outside the root), for the settle gate, which does this for
+        every file it looks at: one O_PATH open (follows links, reads nothing, never blocks
+        on a FIFO), the kernel's name for what it opened, fstat, close; a tenth of the cost
+        of path_for's two realpath walks. `real_root`: `real_path()`, taken once for a
+        batch. OSError as os.stat raises it (a file deleted meanwhile: FileNotFoundError)."""
+        o_path = getattr(os, "O_PATH", None)
+        if o_path is None:  # not Linux
+            path = str(self.path_for(key))
+            return path, os.stat(path)
+        self.check_key(key)
+        path = os.path.join(os.fspath(self.path), name_from_key(key))  # str: no pathlib per file
+        fd = os.open(path, o_path | os.O_CLOEXEC)
+        try:
+            try:
+                real = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:  # no /proc here
+                real = os.path.realpath(path)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if st.st_nlink == 0:
+            raise FileNotFoundError(f"{key!r} was deleted")
+        root = self._real() if real_root is None else real_root
+        if not (real == root or real.startswith(root.rstrip(os.sep) + os.sep)):
+            raise UnsafeKey(f"Key {key!r} leads outside its folder through a symlink.")
+        return path, st
