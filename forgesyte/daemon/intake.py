@@ -90,6 +90,7 @@ class Intake:
         self._feed_lock = threading.Lock()
         self._closed = threading.Event()
         self._hasher = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="forgesyte-hash")
+        self._real_root: str | None = None
 
     # -- state -------------------------------------------------------------------
     @property
@@ -193,6 +194,7 @@ class Intake:
         """Watchdog hints, then scanned keys while there is room; then the gate's ready
         files go to the hashers."""
         clock = self.clock
+        self._real_root = None  # taken at most once a step, when a known file needs a stat
         while self._hinted and clock() < deadline:
             key = next(iter(self._hinted))
             del self._hinted[key]
@@ -243,7 +245,9 @@ class Intake:
         if latest is None:
             return False
         try:
-            st = os.stat(self.inbox.path_for(key))
+            if self._real_root is None:
+                self._real_root = self.inbox.real_path()
+            st = self.inbox.stat_key(key, self._real_root)[1]
         except (OSError, UnsafeKey):
             return True  # gone or unsafe: nothing to take
         return (st.st_size, st.st_mtime_ns) == (latest["size"], latest["mtime_ns"])
