@@ -262,3 +262,19 @@ def test_a_lost_state_folder_is_rebuilt_from_the_output_not_started_afresh(home,
     for key, want in expected.items():
         if want["status"] != "pending":
             assert (jobs[key]["id"], jobs[key]["status"]) == (want["id"], want["status"])
+
+
+def test_a_journal_deleted_under_the_running_daemon_stops_it_with_a_sentence(home, videos):
+    proc = home.start()
+    home.drop(videos["clip.webm"], "a.webm")
+    home.wait_status("a.webm")
+    journal = next((home.state / "jobs").glob("journal.*.log"))
+    journal.unlink()
+    home.drop(videos["clip.webm"], "b.webm").write_bytes(videos["clip.webm"].read_bytes() + b"b")
+    assert proc.wait(timeout=60) == 3
+    log = home.log_text()
+    assert f"jobs/{journal.name} disappeared while it was being written to" in log
+    assert "Traceback" not in log
+    assert home.cli("fsck", "--repair").returncode == 0
+    assert home.cli("run", "--once", timeout=120).returncode == 0
+    assert sorted(j["input"] for j in home.jobs()) == ["a.webm", "b.webm"]

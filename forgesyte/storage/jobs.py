@@ -267,7 +267,11 @@ class JobStore(StoreView):
             batch = {"seq": self._seq + 1, "put": [self._overlay[i] for i in self._unflushed],
                      "counts": self._counts, "floor": self._ids.floor}
             path = chunks.jobs_dir(self.state_dir) / self._manifest.journal
-            self._journal_size = journal.append(path, batch)
+            try:
+                self._journal_size = journal.append(path, batch)
+            except FileNotFoundError:  # deleted under a running writer: not a full disk to wait out
+                raise StateDamaged(chunks.rel(self._manifest.journal), "disappeared while it was "
+                                   "being written to") from None
             self._seq += 1
             self._unflushed.clear()
             self._events.mark(self._seq, self._manifest.gen)  # the journal's witness (events.py)
