@@ -267,7 +267,7 @@ class _Timed:
         setattr(obj, name, timed)
 
 
-def store_side(pending_sizes: list[int], cycles: int = 2000, flush_every: int = 8) -> None:
+def store_side(pending_sizes: list[int], cycles: int = 6000, flush_every: int = 8) -> None:
     """The daemon's use of the store, without the daemon: register P files (a create each,
     a flush every 50, as intake does), then at P pending run `cycles` jobs through it
     (claim the oldest, complete it, register one more file; a flush every `flush_every`
