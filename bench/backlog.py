@@ -1,7 +1,7 @@
 """An existing library lands at once: N small videos already in the inbox at start.
 
     .venv/bin/python bench/backlog.py [--sizes 1000,20000] [--huge] [--store] [--restart]
-                                      [--limit-s 900] [--cache DIR]
+                                      [--intake] [--no-daemon] [--limit-s 900] [--cache DIR]
 
 Daemon side. For each N (same run, so the ratio compares like with like):
 a fresh state and output folder, the inbox pointed at a cached library of N
@@ -20,6 +20,10 @@ The daemon runs with its defaults (2 workers, 2 s settle window) and the
 
 `--huge` adds N = 100,000 once. `--limit-s` stops a size that has not finished
 by then (its figures then cover only what completed, and say so).
+
+Intake (`--intake`): the daemon's own share of registering N files,
+in-process (a scan thread feeding the intake, `step` in a loop, a store flush
+after each): intake time per file, of which store creates, and the flushes.
 
 Restart (`--restart`): for each N a daemon is stopped (SIGTERM) as soon as
 every file is registered, and started again on that state with ~N jobs
@@ -316,6 +320,60 @@ def store_side(pending_sizes: list[int], cycles: int = 6000, flush_every: int = 
               f"{rss_per_pending:>12.0f} B", flush=True)
 
 
+def _feed_scan(intake, root, selection) -> None:
+    from forgesyte.daemon.watch import scan
+
+    epoch = intake.feed_epoch
+    for key in scan(root, selection):
+        intake.feed(key, epoch)
+
+
+def intake_side(cache: Path, sizes: list[int]) -> None:
+    """The daemon's own share of registering N files, in-process: a scan thread feeding
+    the intake, `step` in a loop as the daemon's loop calls it, a store flush after each
+    step; time spent in the intake (store flushes excluded) per file."""
+    from forgesyte.config import load_settings, prepare_directories
+    from forgesyte.daemon.intake import Intake
+    from forgesyte.daemon.selection import Selection
+    from forgesyte.storage.jobs import JobStore
+    from forgesyte.storage.paths import Root
+
+    print()
+    print("intake, in-process: registering N files present at start (store flushes excluded; wall time "
+          "includes waiting for the GIL held by the scan and hash threads)")
+    print(f"{'N':>8} | {'intake per file':>15} | {'main thread CPU':>15} | {'of which creates':>16} | "
+          f"{'store flushes':>13}")
+    for n in sizes:
+        inbox = library(cache, n)
+        with tempfile.TemporaryDirectory(prefix="forgesyte-intake-") as tmp:
+            settings = load_settings({"home": tmp, "inbox": str(inbox)}, env={})
+            prepare_directories(settings)
+            root = Root(settings.inbox)
+            store = JobStore(settings.state, autoflush=False)
+            creates = _Timed(store, "create")
+            intake = Intake(settings, root, store, scan_dir=lambda key: None)
+            selection = Selection(settings.video_extensions, settings.ignore_patterns)
+
+            thread = threading.Thread(target=_feed_scan, args=(intake, root, selection), daemon=True)
+            thread.start()
+            made, in_intake, cpu, in_flush = 0, 0.0, 0.0, 0.0
+            while made < n:
+                t, c = time.perf_counter(), time.thread_time()
+                made += sum(1 for _, new in intake.step() if new)
+                in_intake += time.perf_counter() - t
+                cpu += time.thread_time() - c
+                t = time.perf_counter()
+                store.flush()
+                in_flush += time.perf_counter() - t
+                wait = intake.wait_hint()
+                if wait:
+                    time.sleep(min(wait, 0.05))
+            intake.close()
+            store.close()
+        print(f"{n:>8,} | {in_intake / n * 1e6:>12.0f} µs | {cpu / n * 1e6:>12.0f} µs | "
+              f"{creates.total / n * 1e6:>13.0f} µs | {in_flush:>11.1f} s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,20000", help="library sizes, the first is the baseline")
@@ -323,7 +381,9 @@ def main() -> None:
     parser.add_argument("--store", action="store_true", help="also measure the store on its own")
     parser.add_argument("--restart", action="store_true",
                         help="also: restart a daemon with about N jobs pending")
-    parser.add_argument("--no-daemon", action="store_true", help="only the store side")
+    parser.add_argument("--intake", action="store_true",
+                        help="also: the intake's own cost per file, in-process")
+    parser.add_argument("--no-daemon", action="store_true", help="skip the daemon runs")
     parser.add_argument("--settle", type=float, default=2.0, help="settle window (default: the daemon's)")
     parser.add_argument("--limit-s", type=float, default=900.0, help="give up on one size after this long")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get(
@@ -334,7 +394,9 @@ def main() -> None:
         daemon_side(args, args.cache, sizes)
         if args.restart:
             restart_side(args, args.cache, sizes)
-    if args.store or args.no_daemon:
+    if args.intake:
+        intake_side(args.cache, sizes)
+    if args.store:
         store_side(sizes)
 
 
