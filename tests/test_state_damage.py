@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -120,12 +123,28 @@ def no_traceback(proc) -> None:
 TRUTH = ("manifest", "first chunk", "last chunk", "journal")  # the rest is derived data or history
 
 
-def damage_and_check(home, kind: str, how: str) -> tuple[str, bytes]:
+def fsck_here(home, *args):
+    """`forgesyte fsck ARGS` run in this process through click's runner: the matrix runs it
+    56 times, and the daemon cases below run every command as a real process anyway.
+    An exception that escaped the command would be a traceback: it fails here."""
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from forgesyte.cli import cli
+
+    result = CliRunner().invoke(cli, ["fsck", *args], env=home.env())
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+
+
+def damage_and_check(home, kind: str, how: str, here: bool = False) -> tuple[str, bytes]:
     """Damage one file; `fsck --json` must name it (exit 1) without a traceback."""
     victim = target(home, kind)
     rel = victim.relative_to(home.state).as_posix()
     damage(victim, how)
-    check = home.cli("fsck", "--json")
+    check = fsck_here(home, "--json") if here else home.cli("fsck", "--json")
     no_traceback(check)
     report = fsck_json(check)
     if kind == "events" and how in ("empty", "delete"):
@@ -165,16 +184,31 @@ def assert_nothing_lost(home, expected, inbox_before, results_before, left: byte
             f"the damaged {rel} was neither kept in quarantine nor left in place"
 
 
+@pytest.fixture
+def ram_home(tmp_path):
+    """A home on a RAM disk where there is one (/dev/shm): the matrix fsyncs thousands of
+    times and nothing here is about the disk (test_state_enospc.py is)."""
+    from tests.conftest import Home, write_config
+
+    shm = Path("/dev/shm")
+    base = Path(tempfile.mkdtemp(prefix="forgesyte-matrix-", dir=shm)) if os.access(shm, os.W_OK) else tmp_path
+    root = base / "home"
+    yield Home(root, write_config(root, settle_seconds=0.3, scan_interval=60, workers=2))
+    if base != tmp_path:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.mark.parametrize("how", DAMAGES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_fsck_repair_of_a_damaged_state_file(home, videos, monkeypatch, kind, how):
+def test_fsck_repair_of_a_damaged_state_file(ram_home, videos, monkeypatch, kind, how):
     """Every kind x every damage: fsck names the file; fsck --repair leaves a healthy state
     that has lost no finished job, knows every input that has a job, and deleted nothing."""
+    home = ram_home
     expected = build_state(home, videos, monkeypatch)
     inbox_before = sorted(p for p in home.inbox.rglob("*") if p.is_file())
     results_before = sorted(home.output.rglob("results.json"))
-    rel, left = damage_and_check(home, kind, how)
-    repaired = home.cli("fsck", "--repair", "--json", timeout=120)
+    rel, left = damage_and_check(home, kind, how, here=True)
+    repaired = fsck_here(home, "--repair", "--json")
     no_traceback(repaired)
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     report = fsck_json(repaired)

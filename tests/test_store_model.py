@@ -150,6 +150,6 @@ class StoreModel(RuleBasedStateMachine):
         assert not inspect(self.dir).blocking
 
 
-StoreModel.TestCase.settings = settings(max_examples=20, stateful_step_count=40, deadline=None,
+StoreModel.TestCase.settings = settings(max_examples=12, stateful_step_count=40, deadline=None,
                                         suppress_health_check=[HealthCheck.too_slow])
 test_store_against_a_model = StoreModel.TestCase
