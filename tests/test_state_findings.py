@@ -278,3 +278,21 @@ def test_a_journal_deleted_under_the_running_daemon_stops_it_with_a_sentence(hom
     assert home.cli("fsck", "--repair").returncode == 0
     assert home.cli("run", "--once", timeout=120).returncode == 0
     assert sorted(j["input"] for j in home.jobs()) == ["a.webm", "b.webm"]
+
+
+def test_fsck_checks_and_rebuilds_the_fingerprint_index(home, videos, monkeypatch):
+    """state/similar/fingerprints.log (forgesyte similar) is derived data in the state
+    folder: fsck names it when it does not verify, --repair rebuilds it, keeping a copy."""
+    from forgesyte import similar
+
+    build_state(home, videos, monkeypatch)
+    similar.rebuild_from(home.state, [{"job_id": "x", "input": "a", "interval_s": 1.0, "hashes": ["00"]}])
+    path = similar.index_path(home.state)
+    damaged = path.read_bytes()[:-7]
+    path.write_bytes(damaged)
+    check = home.cli("fsck")
+    assert check.returncode == 1 and "similar/fingerprints.log: does not verify" in check.stdout, check.stdout
+    assert home.cli("fsck", "--repair").returncode == 0
+    similar.read_index(home.state)  # verifies again
+    assert any(p.read_bytes() == damaged for p in (home.state / "quarantine").iterdir() if p.is_file())
+    assert home.cli("fsck").returncode == 0

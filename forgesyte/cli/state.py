@@ -51,8 +51,14 @@ def fsck(ctx: click.Context, repair: bool, as_json: bool) -> None:
         if repair:
             report = rebuild.repair(settings.state, settings.output)
             remaining = report.after.problems if report.after is not None else report.problems
+            similar = _similar_index(settings)
+            if similar and not remaining:  # rebuilt from the records, once they are whole
+                _rebuild_similar_index(settings)
+            report.findings.extend(similar)
+            remaining = remaining + _similar_index(settings)
         else:
             report = _stable_check(settings, daemon_info(settings.state)["running"])
+            report.findings.extend(_similar_index(settings))
             remaining = report.problems
     finally:
         if lock is not None:
@@ -74,6 +80,35 @@ def fsck(ctx: click.Context, repair: bool, as_json: bool) -> None:
         _print(report, remaining, repair)
     if not healthy:
         raise click.exceptions.Exit(1)
+
+
+def _similar_index(settings) -> list:
+    """The fingerprint index of `forgesyte similar` (forgesyte/similar.py) is a state file
+    too: derived from the results documents, rebuilt by the daemon when it does not verify."""
+    from forgesyte import similar
+    from forgesyte.storage.recovery import AUTO, Finding
+
+    if not similar.index_path(settings.state).exists():
+        return []
+    try:
+        similar.read_index(settings.state)
+    except similar.IndexDamaged:
+        name = f"{similar.INDEX_DIR}/{similar.INDEX_FILE}"
+        return [Finding(name, "does not verify (a torn, garbled or foreign record)", AUTO,
+                        "derived data: rebuilt from the results documents")]
+    return []
+
+
+def _rebuild_similar_index(settings) -> None:
+    from forgesyte import similar
+    from forgesyte.storage.jobs import JobStore
+    from forgesyte.storage.recovery import quarantine
+    from forgesyte.storage.results import ResultStore
+
+    name = f"{similar.INDEX_DIR}/{similar.INDEX_FILE}"
+    quarantine(settings.state, name, "did not verify; rebuilt from the results documents", copy=True)
+    similar.rebuild(settings.state, JobStore(settings.state, readonly=True).with_status("completed"),
+                    ResultStore(settings.output))
 
 
 def _stable_check(settings, daemon_running: bool):
