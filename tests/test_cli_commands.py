@@ -183,7 +183,11 @@ def test_cancel_and_retry_failed_without_a_daemon(home):
     assert document["retried"] == 2 and home.json("status")["counts"]["pending"] == 2
     out = home.cli("cancel", "x.mp4")
     assert out.returncode == 0 and out.stdout.strip().endswith("(x.mp4) is cancelled.")
-    assert home.json("show", "x.mp4")["error"] == "Cancelled."
+    cancelled = home.json("show", "x.mp4")
+    assert cancelled["error"] == "Cancelled."
+    # Like every finished job it has a results document carrying its record (the ground truth).
+    document = json.loads((home.output / cancelled["output"]).read_text())
+    assert document["job"]["id"] == cancelled["id"] and document["job"]["error"] == "Cancelled."
     neither = home.cli("retry")
     assert neither.returncode == 1 and one_sentence(neither) == "Give either JOB or --failed (not both)."
     not_done = home.cli("rerun", "y.mp4")

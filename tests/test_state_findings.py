@@ -127,6 +127,25 @@ def test_a_directory_where_a_request_belongs_goes_to_quarantine(home, videos):
     assert home.json("show", "a.webm")["status"] == "completed"
 
 
+def test_junk_among_requests_while_the_daemon_runs_is_not_a_request(home, videos):
+    """A directory, a link and a document that is not an object appear in requests/ under a
+    running daemon: it keeps running and still answers the CLI."""
+    proc = home.start()
+    requests = home.state / "requests"
+    requests.mkdir(exist_ok=True)
+    (requests / "dir.json").mkdir()
+    (requests / "link.json").symlink_to("/etc/passwd")
+    (requests / "list.json").write_text("[1, 2]")
+    home.drop(videos["clip.webm"], "a.webm")
+    home.wait_status("a.webm")
+    answer = home.cli("retry", "a.webm")  # a real request, through the mailbox
+    assert answer.returncode == 1 and "not failed" in answer.stderr, answer.stderr
+    assert proc.poll() is None, home.log_text()
+    assert (requests / "dir.json").is_dir()  # left for recovery to quarantine at the next start
+    assert home.stop(proc) == 0
+    assert "Traceback" not in home.log_text()
+
+
 @pytest.mark.parametrize("which", ["manifest", "chunk", "journal"])
 def test_a_state_of_another_format_version_is_refused_and_left_alone(home, videos, monkeypatch, which):
     """Audit: no file carried a format version; a state from another version was read as

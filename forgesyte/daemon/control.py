@@ -86,7 +86,8 @@ def _retry_failed(store: JobStore, daemon: DaemonSide | None) -> dict[str, Any]:
     return _ok(retried=len(ids), jobs=ids)
 
 
-def _cancel(store: JobStore, request: dict[str, Any], daemon: DaemonSide | None) -> dict[str, Any]:
+def _cancel(store: JobStore, results: ResultStore, request: dict[str, Any],
+            daemon: DaemonSide | None) -> dict[str, Any]:
     job = store.resolve(str(request.get("job", "")))
     if job["status"] in FINISHED:
         return _refuse(f"Job {job['id']} is already {job['status']}; only a pending or running "
@@ -99,7 +100,9 @@ def _cancel(store: JobStore, request: dict[str, Any], daemon: DaemonSide | None)
         job = store.get(job["id"])
     else:
         # No daemon: nothing runs it (a `running` record here was left by a daemon that is gone).
-        job = store.fail(job["id"], CANCELLED)
+        # Like every finished job it gets a results document carrying its record.
+        output = results.write_finished(job, FAILED, CANCELLED)
+        job = store.fail(job["id"], CANCELLED, output)
     return _ok(job=public_record(job), stopping=False)
 
 
@@ -156,7 +159,7 @@ def apply(store: JobStore, results: ResultStore, request: dict[str, Any], *,
         if op == "retry_failed":
             return _retry_failed(store, daemon)
         if op == "cancel":
-            return _cancel(store, request, daemon)
+            return _cancel(store, results, request, daemon)
         if op == "rerun":
             return _rerun(store, settings, request, daemon)
         if op == "why":

@@ -113,6 +113,11 @@ def serve(state_dir: Path | str, handle: Callable[[dict[str, Any]], dict[str, An
     for entry in os.scandir(folder):
         if entry.name.startswith(".") or not entry.name.endswith(".json"):
             continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue  # a directory or link named like a request is not one (recovery quarantines it)
+        except OSError:
+            continue
         rid = entry.name[: -len(".json")]
         mode = 0o640
         try:
@@ -121,13 +126,15 @@ def serve(state_dir: Path | str, handle: Callable[[dict[str, Any]], dict[str, An
                 # not hand its request to us reads our answer as "other".
                 mode |= stat.S_IMODE(os.fstat(fh.fileno()).st_mode) & 0o004
                 request = json.load(fh)
+            if not isinstance(request, dict):
+                raise ValueError("not a JSON object")
             answer = handle(request)
         except (OSError, ValueError) as exc:
             answer = {"ok": False, "error": f"The request could not be read ({exc})."}
         _write(folder / f"{rid}.reply", answer, mode)
         try:
             os.unlink(entry.path)
-        except FileNotFoundError:
+        except OSError:
             pass
         handled += 1
     return handled
