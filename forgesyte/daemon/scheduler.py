@@ -79,7 +79,8 @@ class Scheduler:
         results document is on disk ran to the end, whatever its record says.
         Jobs left running go back to pending, until they run out of attempts.
         """
-        for job in self.store.with_status(RUNNING, PENDING):
+        # One chunk at a time: a restart with 100,000 jobs pending holds no copy of them all.
+        for job in self.store.iter_status(RUNNING, PENDING):
             outcome = self.results.outcome(ResultStore.job_folder_key(job["input"], job["id"]), job)
             if outcome is None:
                 continue
@@ -89,7 +90,7 @@ class Scheduler:
             else:
                 self.store.fail(job["id"], error, key)
             log.info("job %s %s: %s (found its results on disk)", job["id"], job["input"], status)
-        for job in self.store.with_status(RUNNING):
+        for job in self.store.iter_status(RUNNING):
             if job["attempts"] >= self.settings.max_attempts:
                 self.finish(job["id"], FAILED, None, (
                     f"Gave up after {job['attempts']} attempts: the daemon stopped "
@@ -100,7 +101,7 @@ class Scheduler:
             else:
                 self.store.requeue(job["id"], count_attempt=True)
                 log.info("job %s %s: interrupted by a crash, back to pending", job["id"], job["input"])
-        for job in self.store.with_status(PENDING):
+        for job in self.store.iter_status(PENDING):
             self.queue(job)
         self.store.flush()
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,14 @@ class JobStore(StoreView):
         if not self.readonly and set(statuses) & {PENDING, RUNNING}:
             self._check_work(found)
         return found
+
+    def iter_status(self, *statuses: str) -> Iterator[dict[str, Any]]:
+        """Jobs in these statuses, oldest first, one chunk at a time (validated like with_status)."""
+        check = not self.readonly and bool(set(statuses) & {PENDING, RUNNING})
+        for job in super().iter_status(*statuses):
+            if check:
+                self._check_work([job])
+            yield job
 
     def _index_entry(self, input_key: str) -> list | None:
         if self.readonly:

@@ -246,6 +246,16 @@ class StoreView:
                     if r.get("status") in wanted]
         return self._retrying(query)
 
+    def iter_status(self, *statuses: str) -> Iterator[dict[str, Any]]:
+        """with_status() one chunk at a time: the daemon's recovery walks 100,000 pending
+        jobs without holding a copy of them all. (A writer's view: its files do not change
+        under it, so no snapshot retry is needed.)"""
+        wanted = set(statuses)
+        for part in self._partitions(False, wanted):
+            for record in part:
+                if record.get("status") in wanted:
+                    yield dict(record)
+
     def counts(self) -> dict[str, int]:
         return dict(self._counts)
 
