@@ -121,8 +121,10 @@ class Daemon:
             self.scheduler.recover()
             self.watcher.start()
             self._start_scan()
-            log.info("ForgeSyte %s started: %d workers, plugins %s", __version__,
-                     self.settings.workers, ",".join(self.settings.plugins))
+            runs_on = (f"jobs on the Dask cluster at {self.settings.scheduler}" if self.settings.scheduler
+                       else f"{self.settings.workers} workers")
+            log.info("ForgeSyte %s started: %s, plugins %s", __version__, runs_on,
+                     ",".join(self.settings.plugins))
             print(f"ForgeSyte is watching {self.settings.inbox}", flush=True)
             print(f"Results go to {self.settings.output}", flush=True)
             self.notifier.ready(self._status_text())
