@@ -195,7 +195,8 @@ def test_rule_globs_are_per_folder(tmp_path):
     assert chain("other/y.mp4") == ("metadata",)
 
 
-_PART = st.text(alphabet="ab.*?", min_size=1, max_size=4)
+# Parts without `**` (which crosses folders on purpose and is tested above).
+_PART = st.text(alphabet="ab.*?", min_size=1, max_size=4).filter(lambda part: "**" not in part)
 
 
 @given(st.lists(_PART, min_size=1, max_size=3), st.lists(st.text(alphabet="ab.", min_size=1, max_size=4),
