@@ -12,6 +12,8 @@ QUIET  := 2>&1 | sed -e '/^WARNING: Location/d' -e '/BuildBackendWarning/,/with 
 TEST_EXTRAS ?= test,cluster,all
 # Debian packages tests use for real (each test skips, saying why, when one is missing).
 TEST_DEBS ?= rsync faketime espeak-ng
+# Wait for another apt/dpkg (unattended upgrades, a parallel install) instead of failing on its lock.
+APT_WAIT := -o DPkg::Lock::Timeout=300
 
 .PHONY: run test test-slow test-all test-systemd bench clean debs
 
@@ -35,7 +37,7 @@ debs:
 	if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	        echo "installing Debian packages for tests:$$missing"; \
-	        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null 2>&1 \
+	        (apt-get $(APT_WAIT) update -qq && DEBIAN_FRONTEND=noninteractive apt-get $(APT_WAIT) install -y -qq --no-install-recommends $$missing) >/dev/null 2>&1 \
 	            || echo "could not install$$missing; the tests that need them will be skipped"; \
 	    else echo "not root or no apt: not installing$$missing; the tests that need them will be skipped"; fi; \
 	fi

@@ -64,7 +64,7 @@ why_not() {
     done
     if ! command -v debootstrap >/dev/null || ! command -v systemd-nspawn >/dev/null; then
         command -v apt-get >/dev/null || { echo "debootstrap/systemd-nspawn missing and no apt-get to install them"; return; }
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        (apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends \
             debootstrap systemd-container) >/dev/null 2>&1 \
             || { echo "apt-get could not install debootstrap and systemd-container"; return; }
     fi
