@@ -383,7 +383,8 @@ def main() -> None:
                         help="also: restart a daemon with about N jobs pending")
     parser.add_argument("--intake", action="store_true",
                         help="also: the intake's own cost per file, in-process")
-    parser.add_argument("--no-daemon", action="store_true", help="skip the daemon runs")
+    parser.add_argument("--no-daemon", action="store_true",
+                        help="skip the fresh-start daemon runs (--restart still runs its own)")
     parser.add_argument("--settle", type=float, default=2.0, help="settle window (default: the daemon's)")
     parser.add_argument("--limit-s", type=float, default=900.0, help="give up on one size after this long")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get(
@@ -392,8 +393,8 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")] + ([100_000] if args.huge else [])
     if not args.no_daemon:
         daemon_side(args, args.cache, sizes)
-        if args.restart:
-            restart_side(args, args.cache, sizes)
+    if args.restart:
+        restart_side(args, args.cache, sizes)
     if args.intake:
         intake_side(args.cache, sizes)
     if args.store:
