@@ -133,6 +133,7 @@ def test_read_only_output_pauses_until_remounted(home, videos, small_output):
         job = wait_until(lambda: (lambda j: j if j["error"] else None)(home.json("show", "ro.mp4")), 30,
                          "the job to say why it waits")
         assert job["status"] == "pending" and "Read-only file system" in job["error"], job
+        assert str(small_output) not in job["error"], job  # a key, not an absolute path
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(small_output)], check=True)
     job = home.wait_status("ro.mp4", timeout=90)

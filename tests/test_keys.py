@@ -46,6 +46,24 @@ def test_refuses_symlink_escape(root, tmp_path):
         root.path_for("f.mp4")
 
 
+def test_refusals_name_keys_not_absolute_paths(root, tmp_path):
+    """Refusal messages end up in job errors and so in the state: they hold the key (or the
+    file's own name), never an absolute path of this machine (issue 9, item 8)."""
+    os.symlink(tmp_path / "outside", root.path / "link")
+    (tmp_path / "outside" / "f.mp4").write_bytes(b"x")
+    (tmp_path / "outside" / "secret.mp4").write_bytes(b"x")
+    os.symlink(tmp_path / "outside" / "f.mp4", root.path / "f.mp4")
+    refusals = []
+    for call in (lambda: root.path_for("link/secret.mp4"), lambda: root.path_for("f.mp4"),
+                 lambda: root.stat_key("f.mp4"), lambda: root.stat_key("link/secret.mp4"),
+                 lambda: root.key_for(tmp_path / "outside" / "x.mp4"), lambda: root.key_for(tmp_path)):
+        with pytest.raises(UnsafeKey) as caught:
+            call()
+        refusals.append(str(caught.value))
+    for message in refusals:
+        assert str(tmp_path) not in message and "/outside" not in message, message
+
+
 def test_symlink_inside_is_fine(root):
     os.symlink(root.path / "cam1", root.path / "alias")
     assert root.path_for("alias/x.mp4") == root.path / "alias" / "x.mp4"
