@@ -160,6 +160,57 @@ def test_completion_offers_job_ids_and_inputs(home, videos):
     assert not (home.root / "nowhere").exists()
 
 
+def test_completion_of_inbox_paths_for_wait_and_why_and_of_jobs_for_similar(home, videos, tmp_path):
+    """`wait` and `why` complete files in the inbox that are not jobs yet, spelt as the CLI
+    shows names (a word the shell completes is one `why` and `wait` take back); `similar`
+    completes job ids like `show`. A Tab on a missing or damaged state answers nothing
+    and creates nothing."""
+    home.drop(videos["clip.mp4"], "cam1/a.mp4")
+    assert home.start("--once", wait_ready=False).wait(timeout=60) == 0
+    job = home.json("show", "cam1/a.mp4")
+    home.drop(videos["clip.mp4"], "cam2/new.mp4")  # not jobs: no daemon runs
+    (home.inbox / "cam2" / "line\nbreak.mp4").write_bytes(b"x")
+    (home.inbox / os.fsdecode(b"caf\xe9.mp4")).write_bytes(b"x")
+    (home.inbox / ".partial.mp4").write_bytes(b"x")
+    (home.inbox / "deep" / "er").mkdir(parents=True)
+    (home.inbox / "deep" / "er" / "x.mp4").write_bytes(b"x")
+
+    def complete(*words: str) -> list[str]:
+        env = {**home.env(), "_FORGESYTE_COMPLETE": "bash_complete",
+               "COMP_WORDS": " ".join(("forgesyte",) + words), "COMP_CWORD": str(len(words))}
+        out = subprocess.run([sys.executable, "-m", "forgesyte"], env=env, capture_output=True, text=True,
+                             timeout=60, check=False)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        return [line.removeprefix("plain,") for line in out.stdout.splitlines() if line]
+
+    offered = complete("wait", "")
+    assert job["id"] in offered and offered.count("cam1/a.mp4") == 1  # a job and a file: once
+    assert {"cam2/", "deep/", "caf\\xe9.mp4"} <= set(offered)
+    assert ".partial.mp4" not in offered and ".partial.mp4" in complete("why", ".")  # hidden when asked
+    assert set(complete("wait", "cam2/")) == {"cam2/new.mp4", "cam2/line\\x0abreak.mp4"}
+    assert complete("why", "de") == ["deep/er/x.mp4"]  # lone folders are entered
+    assert complete("why", "caf") == ["caf\\xe9.mp4"]
+    assert complete("why", "cam1/") == ["cam1/a.mp4"]
+    # What the shell completed is what the commands take back.
+    for word in ("cam2/line\\x0abreak.mp4", "caf\\xe9.mp4"):
+        assert home.json("why", word)["verdict"] not in ("missing", "invalid"), word
+    assert home.cli("wait", "cam2/new.mp4", "--timeout", "0").returncode == 124  # a file, not yet a job
+    assert job["id"] in complete("similar", job["id"][:6])
+    assert "cam1/a.mp4" in complete("similar", "cam1")
+    assert complete("similar", "cam2") == []  # similar takes jobs only
+
+    nowhere = tmp_path / "nowhere"
+    for command in ("wait", "why", "similar"):
+        assert complete("--home", str(nowhere), command, "") == []
+    assert not nowhere.exists()
+
+    for path in home.state.rglob("*"):  # every state file garbled: jobs complete to nothing
+        if path.is_file():
+            path.write_bytes(b"\x00garbage" * 10)
+    assert complete("similar", "") == [] and complete("show", job["id"][:6]) == []
+    assert "cam2/" in complete("wait", "") and job["id"] not in complete("wait", "")  # the inbox still lists
+
+
 # -- Ctrl-C ---------------------------------------------------------------------------------------
 
 def test_ctrl_c_finishes_running_jobs_and_a_second_stops_at_once(home, videos, gate):  # noqa: F811

@@ -136,23 +136,8 @@ def _store(settings: Settings):
         raise UserError(str(exc)) from None
 
 
-def _complete_jobs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
-    """Shell completion for JOB: recent job ids and input keys. Never raises, never writes."""
-    from click.shell_completion import CompletionItem
-
-    try:
-        flags = {k: v for k, v in ctx.find_root().params.items() if v is not None}
-        store = _store(load_settings(flags))
-        items, seen = [], set()
-        for job in store.newest(500):
-            if job["id"].startswith(incomplete):
-                items.append(CompletionItem(job["id"], help=f"{job['status']} {job['input']}"))
-            if job["input"].startswith(incomplete) and job["input"] not in seen:
-                seen.add(job["input"])
-                items.append(CompletionItem(job["input"], help=job["status"]))
-        return items
-    except Exception:  # noqa: BLE001 - a shell's Tab must never print a traceback
-        return []
+# Shell completion lives in forgesyte/cli/complete.py; JOB arguments use this one.
+from forgesyte.cli.complete import complete_jobs as _complete_jobs  # noqa: E402
 
 
 def lossless(text: str) -> str:

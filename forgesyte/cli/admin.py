@@ -18,6 +18,7 @@ from forgesyte.cli import (
     EXIT_USER, ConfigFailure, UserError, _complete_jobs, _emit_json, _ready_dirs, _resolve, _settings,
     _store, cli, lossless, path_key,
 )
+from forgesyte.cli.complete import complete_paths
 from forgesyte.config import ConfigError, Settings
 from forgesyte.text import display
 
@@ -192,7 +193,7 @@ def prune(ctx: click.Context, older_than: str, outputs: bool, dry_run: bool, as_
 
 
 @cli.command()
-@click.argument("path", type=click.Path())
+@click.argument("path", type=click.Path(), shell_complete=complete_paths)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.pass_context
 def why(ctx: click.Context, path: str, as_json: bool) -> None:

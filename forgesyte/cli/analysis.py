@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from forgesyte.cli import UserError, _emit_json, _ready_dirs, _resolve, _settings, _store, cli
+from forgesyte.cli import UserError, _complete_jobs, _emit_json, _ready_dirs, _resolve, _settings, _store, cli
 
 
 @cli.command()
-@click.argument("job")
+@click.argument("job", shell_complete=_complete_jobs)
 @click.option("--max-distance", type=click.FloatRange(min=0, max=64), default=None,
               help="Largest distance in bits (of 64) to list; default 10.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")

@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from forgesyte.cli import UserError, _complete_jobs, _emit_json, _ready_dirs, _settings, _store, cli, lossless
+from forgesyte.cli import UserError, _emit_json, _ready_dirs, _settings, _store, cli, lossless
+from forgesyte.cli.complete import complete_jobs_and_paths
 from forgesyte.config import ConfigError, Settings
 from forgesyte.text import display
 
@@ -104,7 +105,7 @@ def _advance(settings: Settings, store, item: Waited) -> None:
 
 
 @cli.command()
-@click.argument("jobs", nargs=-1, required=True, metavar="JOB...", shell_complete=_complete_jobs)
+@click.argument("jobs", nargs=-1, required=True, metavar="JOB...", shell_complete=complete_jobs_and_paths)
 @click.option("--timeout", type=click.FloatRange(min=0), metavar="S",
               help="Give up after S seconds (exit 124).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document at the end, instead of lines.")
