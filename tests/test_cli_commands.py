@@ -188,6 +188,11 @@ def test_cancel_and_retry_failed_without_a_daemon(home):
     # Like every finished job it has a results document carrying its record (the ground truth).
     document = json.loads((home.output / cancelled["output"]).read_text())
     assert document["job"]["id"] == cancelled["id"] and document["job"]["error"] == "Cancelled."
+    retried = home.cli("retry", "x.mp4", "--json")  # no daemon: the CLI writes the store itself
+    assert retried.returncode == 0, retried.stderr
+    record = json.loads(retried.stdout)
+    validator("job").validate(record)
+    assert (record["id"], record["status"], record["error"]) == (cancelled["id"], "pending", None)
     neither = home.cli("retry")
     assert neither.returncode == 1 and one_sentence(neither) == "Give either JOB or --failed (not both)."
     not_done = home.cli("rerun", "y.mp4")
@@ -215,6 +220,40 @@ def test_prune_dry_run_removes_nothing(home, videos):
     real = json.loads(home.cli("prune", "--older-than", "0.001s", "--json").stdout)
     validator("prune").validate(real)
     assert real == {"dry_run": False, "removed": 2, "folders": 0} and home.json("status")["total"] == 0
+
+
+def test_prune_dry_run_against_a_running_daemon_removes_nothing(home, videos):
+    """With the daemon holding the state, --dry-run answers from a snapshot, exit 0, and the
+    daemon's store and the result folders stay as they were; `retry JOB --json` (through the
+    daemon) is a job record like `show --json`."""
+    proc = home.start()
+    home.drop(videos["clip.mp4"], "a.mp4")
+    (home.inbox / "b.mp4").write_text("junk")
+    assert home.wait_status("a.mp4")["status"] == "completed"
+    assert home.wait_status("b.mp4")["status"] == "failed"
+    jobs = home.jobs()
+    out = home.cli("prune", "--older-than", "0.001s", "--outputs", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1] == "Would prune 2 job records and 2 result folders; nothing was removed (--dry-run)."
+    assert sorted(line.split()[2] for line in lines[:-1]) == sorted(j["id"] for j in jobs)
+    document = json.loads(home.cli("prune", "--older-than", "0.001s", "--outputs", "--dry-run", "--json").stdout)
+    validator("prune").validate(document)
+    assert (document["dry_run"], document["removed"], document["folders"]) == (True, 2, 2)
+    assert proc.poll() is None and home.json("status")["daemon"]["running"]
+    assert home.json("status")["total"] == 2 and home.jobs() == jobs
+    assert all((home.output / j["output"]).exists() for j in jobs)
+
+    retried = home.cli("retry", "b.mp4", "--json")
+    assert retried.returncode == 0, retried.stderr
+    record = json.loads(retried.stdout)
+    validator("job").validate(record)
+    assert record["input"] == "b.mp4" and record["status"] == "pending" and record["error"] is None
+    assert home.wait_status(record["id"])["status"] == "failed"
+
+    real = json.loads(home.cli("prune", "--older-than", "0.001s", "--json").stdout)  # the daemon prunes
+    assert real == {"dry_run": False, "removed": 2, "folders": 0} and home.json("status")["total"] == 0
+    assert home.stop(proc) == 0
 
 
 # -- why ------------------------------------------------------------------------------------
