@@ -84,6 +84,15 @@ def test_schemas_reject_what_the_contract_forbids():
     assert {e.path[0] for e in errors} == {"status", "input"}
 
 
+def test_the_readme_lists_every_schema():
+    """The README's "For scripts" paragraph names each schema in docs/schema/ (fsck was missing)."""
+    readme = (SCHEMAS.parent.parent / "README.md").read_text()
+    start = readme.index("described by a JSON Schema in")
+    listed = readme[start:readme.index(");", start)]
+    names = {path.name.removesuffix(".schema.json") for path in SCHEMAS.glob("*.schema.json")}
+    assert {name for name in names if f"`{name}`" not in listed} == set()
+
+
 def test_colour_only_on_a_terminal_and_never_with_no_color(ran):
     home = ran
     on_tty = in_pty(home, "list")
