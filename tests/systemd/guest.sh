@@ -14,7 +14,9 @@ INBOX=/srv/videos/inbox
 UNIT=/etc/systemd/system/forgesyte.service
 DROPIN=/etc/systemd/system/forgesyte.service.d
 STEP_LOG=/tmp/readme-steps.log
-export FORGESYTE_HOME=$H FORGESYTE_INBOX=$INBOX   # the unit's Environment=, for the CLI below
+# No FORGESYTE_* here: the README's blocks must work with what they set themselves (the
+# 'use' block's export). The checks after that block export the unit's Environment=.
+unset FORGESYTE_HOME FORGESYTE_INBOX FORGESYTE_OUTPUT FORGESYTE_STATE FORGESYTE_CONFIG
 
 pass() { echo "PASS $1: $2"; }
 skip() { echo "SKIP $1: $2"; }
@@ -111,10 +113,12 @@ fi
 t=$(now); pid=$(prop MainPID); t0=$(date +%s%3N)
 ok_use=0; readme use && ok_use=1
 if [ $ok_use = 1 ]; then
-    pass readme-use "README 'use' block: every command exited 0 ($(( $(now) - t ))s)"
+    pass readme-use "README 'use' block: every command exited 0 with only its own export ($(( $(now) - t ))s)"
 else
     fail readme-use "$STEP_FAILED" "$t"; steplog
 fi
+[ "${FORGESYTE_HOME:-}" = $H ] || fail readme-env "after the 'use' block FORGESYTE_HOME is '${FORGESYTE_HOME:-}', not $H"
+export FORGESYTE_HOME=$H FORGESYTE_INBOX=$INBOX   # the unit's Environment=, for the checks below
 codec=$(forgesyte results holiday.mp4 2>/dev/null | py 'import json,sys; print(json.load(sys.stdin)["plugins"]["metadata"]["video"]["codec"])' 2>/dev/null)
 id=$(field holiday.mp4 id)
 if [ "$(field holiday.mp4 status)" = completed ] && [ "$codec" = h264 ]; then
@@ -123,6 +127,25 @@ if [ "$(field holiday.mp4 status)" = completed ] && [ "$codec" = h264 ]; then
 else
     fail job "holiday.mp4: status $(field holiday.mp4 status), codec '$codec', error $(field holiday.mp4 error)" "$t"
 fi
+# STATUS= follows the jobs (every 2 s), not only the count at READY.
+status_after() { prop StatusText | grep -qE "^Watching $INBOX: 0 pending, 0 running, [1-9][0-9]* completed, 0 failed"; }
+if wait_until 15 status_after; then
+    pass status-after-job "STATUS= after the job: '$(prop StatusText)'"
+else
+    fail status-after-job "StatusText '$(prop StatusText)' 15 s after holiday.mp4 finished" "$t"
+fi
+# The README: people in the forgesyte group read the state and results without root.
+useradd --no-create-home --shell /bin/bash --groups forgesyte reader 2>/dev/null || usermod -aG forgesyte reader
+as_reader() { runuser -u reader -- env FORGESYTE_HOME=$H FORGESYTE_INBOX=$INBOX forgesyte "$@"; }
+st=$(cd / && as_reader status --json 2>&1)
+read_status=$(echo "$st" | py 'import json,sys; d=json.load(sys.stdin); print(d["daemon"]["running"], d["counts"]["completed"])' 2>/dev/null)
+rcodec=$(cd / && as_reader results holiday.mp4 2>/dev/null | py 'import json,sys; print(json.load(sys.stdin)["plugins"]["metadata"]["video"]["codec"])' 2>/dev/null)
+case "$read_status" in
+    "True "[1-9]*) if [ "$rcodec" = h264 ]; then
+            pass group-reads "user 'reader' (groups: $(id -nG reader)), not root: status --json says daemon running, completed ${read_status#True }; results holiday.mp4 readable"
+        else fail group-reads "user 'reader': status ok, but results holiday.mp4 gave codec '$rcodec'"; fi ;;
+    *) fail group-reads "user 'reader' (groups: $(id -nG reader)): status --json gave: $(echo "$st" | head -3 | tr '\n' ' ')" ;;
+esac
 # The daemon held the state lock throughout, so a prune that succeeded went through the mailbox.
 pruned=$(grep -A1 '^\$ sudo -E forgesyte prune' $STEP_LOG | sed -n 2p)
 if [ $ok_use = 1 ] && [ -n "$pruned" ] && [ "$(prop MainPID)" = "$pid" ]; then
@@ -177,7 +200,16 @@ fi
 
 # ------------------------------------------------------------------ every built-in plugin under the full sandbox
 t=$(now)
-plugins=$(forgesyte plugins --json | py 'import json,sys; print(",".join(p["name"] for p in json.load(sys.stdin) if not p["error"]))')
+listed=$(forgesyte plugins --json)
+plugins=$(echo "$listed" | py 'import json,sys; print(",".join(p["name"] for p in json.load(sys.stdin) if not p["error"]))')
+broken=$(echo "$listed" | py 'import json,sys; print("; ".join(p["name"] + ": " + p["error"] for p in json.load(sys.stdin) if p["error"]))')
+if [ -z "$plugins" ]; then
+    fail plugins-load "plugins --json listed no loadable plugin: $(echo "$listed" | head -c 300)"
+elif [ -n "$broken" ]; then   # installed with [all]: every built-in must load, or the sandbox check below misses it
+    fail plugins-load "loaded $plugins, but not: $broken"
+else
+    pass plugins-load "every installed plugin loads: $plugins"
+fi
 mkdir -p $DROPIN
 printf '[Service]\nEnvironment=FORGESYTE_PLUGINS=%s\n' "$plugins" > $DROPIN/50-plugins.conf
 restart_clean
