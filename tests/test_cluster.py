@@ -59,8 +59,11 @@ class Slow:
         for i in range(steps):
             ctx.progress(i / steps)
             time.sleep(seconds / steps)
+        path, _key = ctx.artifact("who.txt")  # an artifact, written last: whose attempt it is
+        with open(path, "w") as fh:
+            fh.write(str(os.getpid()))
         open(os.path.join(folder, f"{ctx.job_id}.end.{os.getpid()}"), "w").close()
-        return {"slept": seconds}
+        return {"slept": seconds, "pid": os.getpid()}
 
 class Hang:
     name = "hang"
@@ -74,6 +77,14 @@ class Segfault:
     version = "1.0"
     def run(self, video, ctx):
         ctypes.string_at(0)
+
+class Hog:
+    name = "hog"
+    version = "1.0"
+    def run(self, video, ctx):
+        hoard = []
+        while True:
+            hoard.append(bytes(256 * 1024 * 1024))  # calloc: address space, quickly
 '''
 
 CONFIG = """
@@ -95,6 +106,10 @@ plugins = ["hang"]
 [[rules]]
 match = "segv/*"
 plugins = ["segv"]
+
+[[rules]]
+match = "hog/*"
+plugins = ["hog"]
 """
 
 
@@ -219,7 +234,7 @@ def cluster(home: Home, tmp_path: Path):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cluster-test-plugins\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
         "[forgesyte.plugins]\nslow = cluster_test_plugins:Slow\nhang = cluster_test_plugins:Hang\n"
-        "segv = cluster_test_plugins:Segfault\n")
+        "segv = cluster_test_plugins:Segfault\nhog = cluster_test_plugins:Hog\n")
     home.add_pythonpath(plugins)
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -392,7 +407,8 @@ def test_a_cut_off_worker_that_finishes_late_changes_nothing(cluster, home, vide
     """SIGSTOP freezes a worker and its plugin mid-job, as a silent network partition would.
     The scheduler drops the worker (its heartbeats stop), the daemon counts the attempt and
     runs the job elsewhere; when the frozen plugin and worker wake up and finish the stale
-    attempt, nothing of it lands: the record and the results stay those of attempt 2."""
+    attempt, nothing of it lands: the record, the results document and the artifacts stay
+    those of attempt 2 (the stale attempt wrote only into its own staging folder)."""
     cluster.start_scheduler(WORKER_TTL="3s")
     daemon = cluster.start_daemon()
     cluster.start_workers(2)
@@ -403,20 +419,23 @@ def test_a_cut_off_worker_that_finishes_late_changes_nothing(cluster, home, vide
     os.kill(first, signal.SIGSTOP)
     job = home.wait_status("slow/a.mp4", timeout=90)
     assert job["status"] == "completed" and job["attempts"] == 2, (job, cluster.logs())
-    # The stale plugin wakes first and finishes its attempt: its results document is not
-    # written over attempt 2's (the fence: a later attempt's claim exists).
     log_name = f"worker-{cluster.workers.index(frozen)}.log"
     results = home.output / job["output"]
-
-    def recorded_attempts() -> int:
-        return json.loads(results.read_text())["job"]["attempts"]
-
-    assert recorded_attempts() == 2
+    folder = job["output"].rsplit("/", 1)[0]
+    artifact = home.output / folder / "slow" / "who.txt"
+    second = json.loads(results.read_text())["plugins"]["slow"]["pid"]
+    assert second != first and artifact.read_text() == str(second)
+    assert json.loads(results.read_text())["plugins"]["slow"]["artifacts"] == [f"{folder}/slow/who.txt"]
+    # The stale plugin wakes first and finishes its attempt, artifact and document included:
+    # both land in attempt 1's staging folder, never in the job's folder.
     os.kill(first, signal.SIGCONT)
-    wait_until(lambda: "attempt token 1 is stale" in (home.root / log_name).read_text()
-               or recorded_attempts() != 2, 30, "the stale attempt to reach its results document")
-    assert recorded_attempts() == 2  # not overwritten by attempt 1
-    assert first in [pid for _, pid in cluster.notes("end")]
+    staged = home.output / ".forgesyte-cluster" / "attempts" / f"{job['id']}.1" / folder
+    wait_until(lambda: first in [pid for _, pid in cluster.notes("end")], 30, "the stale plugin to finish")
+    assert artifact.read_text() == str(second)  # not overwritten by attempt 1
+    wait_until(lambda: (staged / "results.staged.json").is_file(), 30, "the stale attempt's document")
+    assert (staged / "slow" / "who.txt").read_text() == str(first)
+    document = json.loads(results.read_text())
+    assert document["job"]["attempts"] == 2 and document["plugins"]["slow"]["pid"] == second
     # Then its worker wakes, learns it was dropped, and rejoins; its outcome is ignored.
     frozen.send_signal(signal.SIGCONT)
     wait_until(lambda: (home.root / log_name).read_text().count("ready: worker") == 2, 60,
@@ -424,7 +443,9 @@ def test_a_cut_off_worker_that_finishes_late_changes_nothing(cluster, home, vide
     again = home.json("show", "slow/a.mp4")
     assert (again["status"], again["attempts"], again["finished_at"]) == ("completed", 2, job["finished_at"])
     document = json.loads(home.cli("results", "slow/a.mp4", check=True).stdout)
-    assert document["job"]["attempts"] == 2
+    assert document["job"]["attempts"] == 2 and document["plugins"]["slow"]["pid"] == second
+    assert artifact.read_text() == str(second)
+    assert not list((home.output / folder).glob("*.staged.json"))
     assert home.stop(daemon) == 0
 
 
@@ -532,3 +553,31 @@ def test_two_hosts_see_the_share_at_different_paths(cluster, home, videos, tmp_p
     worker_log = (home.root / "worker-0.log").read_text()
     assert f"inbox {mount}/inbox" in worker_log and "running here" in worker_log
     assert home.stop(daemon) == 0
+
+
+def test_the_accepted_attempt_replaces_an_earlier_attempts_files(tmp_path):
+    """A retried job already has a folder: the accepted attempt's files replace its entries,
+    the document last; what the attempt did not write stays (as with local workers)."""
+    from forgesyte.daemon import clusterstage
+
+    output = tmp_path / "output"
+    folder = "cam/2026-01-01/a.mp4-0000000000000000"
+    old = output / folder
+    (old / "thumbs").mkdir(parents=True)
+    (old / "thumbs" / "0.jpg").write_text("old")
+    (old / "keep").mkdir()
+    (old / "results.json").write_text('{"attempt": 1}')
+    store = clusterstage.staged_results(output, "job", 2)
+    path, key = store.artifact(folder, "thumbs", "1.jpg")
+    path.write_text("new")
+    assert key == f"{folder}/thumbs/1.jpg"
+    assert store.write(folder, {"attempt": 2}) == f"{folder}/results.json"
+    assert json.loads((old / "results.json").read_text()) == {"attempt": 1}  # staged, not in place
+    assert clusterstage.publish(output, "job", 2, folder) is True
+    assert json.loads((old / "results.json").read_text()) == {"attempt": 2}
+    assert sorted(p.name for p in (old / "thumbs").iterdir()) == ["1.jpg"]
+    assert (old / "keep").is_dir() and not list(old.glob("*.staged.json"))
+    clusterstage.discard(output, "job", 2)
+    assert not (output / ".forgesyte-cluster" / "attempts" / "job.2").exists()
+    assert not (output / ".forgesyte-cluster" / "trash" / "job.2").exists()
+    assert clusterstage.publish(output, "job", 3, folder) is False  # nothing staged: nothing moved

@@ -28,6 +28,10 @@ What Dask decides and what the daemon decides:
 * Outcomes carry the attempt token `run`; the scheduler drops any outcome
   whose run is not the job's current one, and this executor drops any second
   outcome for an attempt it already answered (first answer wins).
+* Files follow the same decision: an attempt writes only into its own staging
+  folder, and the outcome this executor accepts is the one whose files it
+  moves into the job's folder (clusterstage.py). A stale attempt that finishes
+  late changes neither the results document nor an artifact.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from typing import Any
 
 from forgesyte import __version__
 from forgesyte.config import ConfigError, Settings
-from forgesyte.daemon import clustermarker
+from forgesyte.daemon import clustermarker, clusterstage
 from forgesyte.daemon.clusterworker import TOPIC, lost, requeue, resource_name, run_task
 from forgesyte.daemon.executor import Done, Event, Progress, Task
 
@@ -87,6 +91,7 @@ class DaskExecutor:
         self.address = settings.scheduler
         self.identity = self._write_marker(available)
         clustermarker.clear_claims(settings.output)
+        clusterstage.sweep(settings.output, 0, set())  # the previous daemon's attempts cannot finish
         self.resource = resource_name(self.identity.cluster)
         # queue.Queue, not SimpleQueue: CPython 3.11's SimpleQueue.get(timeout) blocks forever
         # when a signal (the daemon's SIGTERM) interrupts it just past its deadline.
@@ -149,7 +154,7 @@ class DaskExecutor:
             return max(0, self._capacity - len(self._flights))
 
     def submit(self, task: Task) -> None:
-        task = {**task, "fence": True}  # see clustermarker.fenced_results
+        task = {**task, "fence": True}  # write into the attempt's staging folder: clusterstage.py
         flight = Flight(task)
         with self._lock:
             self._flights[flight.job_id] = flight
@@ -250,12 +255,16 @@ class DaskExecutor:
 
     # -- outcomes ------------------------------------------------------------------------
     def _done(self, flight: Flight, outcome: dict[str, Any]) -> Done | None:
-        """The first outcome of an attempt wins; later ones (a late worker) are dropped."""
+        """The first outcome of an attempt wins; later ones (a late worker) are dropped.
+        The winner's staged files move into place (still in flight meanwhile, so the
+        sweep leaves them alone); any other attempt's files never do."""
         with self._lock:
             if self._flights.get(flight.job_id) is not flight:
                 return None
-            del self._flights[flight.job_id]
         clustermarker.settle(self.settings.output, flight.job_id, flight.run)
+        outcome = self._publish(flight, outcome)
+        with self._lock:
+            del self._flights[flight.job_id]
         if outcome.get("leaving"):  # no more jobs for it, even before the scheduler knows
             with self._lock:
                 self._leaving.add(str(outcome["leaving"]))
@@ -270,6 +279,12 @@ class DaskExecutor:
                 self._finished_since = time.monotonic()
             self._finished.append(flight.future)
         return Done(flight.job_id, flight.run, outcome)
+
+    def _publish(self, flight: Flight, outcome: dict[str, Any]) -> dict[str, Any]:
+        output, job_id, run = self.settings.output, flight.job_id, flight.run
+        outcome = clusterstage.accept(output, job_id, run, flight.task["folder"], outcome)
+        self._calls.put(lambda: clusterstage.discard(output, job_id, run))  # off the loop thread
+        return outcome
 
     def _topic(self, message: Any) -> Progress | None:
         try:
@@ -358,6 +373,9 @@ class DaskExecutor:
             if time.monotonic() >= self._next_sweep:
                 self._next_sweep = time.monotonic() + SWEEP_EVERY
                 clustermarker.sweep_claims(self.settings.output, SWEEP_EVERY)
+                with self._lock:
+                    keep = {f"{f.job_id}.{f.run}" for f in self._flights.values()}
+                clusterstage.sweep(self.settings.output, SWEEP_EVERY, keep)
             self._stop.wait(REFRESH)
 
     def _connect(self):

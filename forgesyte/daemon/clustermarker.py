@@ -26,6 +26,8 @@ first execution creates the claim; the daemon settles it (creates it if
 needed) as soon as it has the attempt's outcome; any later execution finds
 it and reports the worker lost instead of running plugins, so the daemon's
 `max_attempts` decides what happens next (and a stale report is dropped).
+What an attempt writes is staged apart and moved into place by the daemon
+only for the attempt it accepts (clusterstage.py).
 """
 
 from __future__ import annotations
@@ -210,29 +212,3 @@ def clear_claims(output: Path | str) -> None:
             os.unlink(folder / name)
         except OSError:
             pass
-
-
-def superseded(output: Path | str, job_id: str, run: int) -> bool:
-    """A later attempt of this job has started (or been settled) on the cluster."""
-    return _claim_path(output, job_id, int(run) + 1).exists()
-
-
-def fenced_results(output: Path | str, job_id: str, run: int):
-    """The result store a cluster job's chain writes through: it will not replace the
-    results document once a later attempt of the job exists. A worker cut off from the
-    cluster (a network partition) may finish its stale attempt long after the daemon
-    moved on; its document must not overwrite the newer attempt's."""
-    from forgesyte.storage.results import ResultStore
-
-    class FencedResults(ResultStore):
-        def write(self, folder_key: str, document: dict[str, Any]) -> str:
-            if superseded(output, job_id, run):
-                import logging
-
-                logging.getLogger("forgesyte.worker").warning(
-                    "job %s: attempt token %d is stale (a later attempt exists); its results "
-                    "document is not written", job_id, run)
-                return self.results_key(folder_key)
-            return super().write(folder_key, document)
-
-    return FencedResults(output)

@@ -130,10 +130,10 @@ def worker_main(conn: Connection, inbox_root: str, output_root: str, log_level: 
             conn.send(message)
 
         store = results
-        if task.get("fence"):  # a cluster job: a stale attempt never replaces a newer one's document
-            from forgesyte.daemon.clustermarker import fenced_results
+        if task.get("fence"):  # a cluster job: it writes only into its attempt's staging folder
+            from forgesyte.daemon.clusterstage import staged_results
 
-            store = fenced_results(output_root, task["job_id"], task.get("run", 0))
+            store = staged_results(output_root, task["job_id"], task.get("run", 0))
         try:
             outcome = run_chain(task, plugins, inbox, store, send)
         except Exception as exc:  # e.g. the output folder became unwritable
@@ -141,10 +141,10 @@ def worker_main(conn: Connection, inbox_root: str, output_root: str, log_level: 
             from forgesyte.storage.paths import redact
 
             if is_disk_error(exc):  # full or read-only: the job waits, it does not fail
-                outcome = worker_outcome(exc, task, results, running[0])
+                outcome = worker_outcome(exc, task, store, running[0])  # cleans up what it wrote
             else:
-                outcome = {"status": "failed", "output": None,
-                           "error": f"The worker could not finish the job: {redact(exc, inbox, results.root)}."}
+                outcome = {"status": "failed", "output": None, "error": "The worker could not finish "
+                           f"the job: {redact(exc, inbox, store.root, results.root)}."}
         finally:
             reaper.kill_descendants()  # whatever the plugins started dies with the job
         conn.send(("done", task["job_id"], outcome))
