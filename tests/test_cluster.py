@@ -449,18 +449,25 @@ def test_a_cut_off_worker_that_finishes_late_changes_nothing(cluster, home, vide
     assert home.stop(daemon) == 0
 
 
-def test_hang_segfault_and_cancel_on_the_cluster(cluster, home, videos):
-    """Each fails only its job, with the same sentence as local workers; the worker survives."""
+def test_hang_segfault_memory_and_cancel_on_the_cluster(cluster, home, videos):
+    """Each fails only its job, with the same sentence as local workers; the worker survives.
+    The memory limit is the daemon's `worker_memory_mb`, applied to the chain process on the
+    worker: without it the hog would allocate until the 5 s timeout, not run out of memory."""
     cluster.start_scheduler()
+    home.config.write_text("worker_memory_mb = 3000\n" + CONFIG)
     home.extra_env["FORGESYTE_TEST_SLOW"] = "60"  # cancelled long before: the timeout is 5 s
     daemon = cluster.start_daemon()
     worker = cluster.start_worker(nprocs=2)
     _drop(home, videos, "hang/a.mp4")
     _drop(home, videos, "segv/a.mp4")
+    _drop(home, videos, "hog/a.mp4")
     hang = home.wait_status("hang/a.mp4", timeout=60)
     assert hang["error"] == "Plugin 'hang' did not finish within 5 s and was stopped.", hang
     segv = home.wait_status("segv/a.mp4", timeout=60)
     assert segv["error"] == "Plugin 'segv' crashed the worker (killed by SIGSEGV).", segv
+    hog = home.wait_status("hog/a.mp4", timeout=60)
+    assert (hog["status"], hog["error"]) == ("failed", "Plugin 'hog' ran out of memory."), hog
+    assert worker.poll() is None
     _drop(home, videos, "slow/a.mp4")
     home.wait_status("slow/a.mp4", ("running",))
     pid = wait_until(lambda: cluster.notes("start"), 60, "the slow plugin to start")[0][1]
