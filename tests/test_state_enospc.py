@@ -9,6 +9,7 @@ kilobytes, so the kernel itself produces the short writes and ENOSPC.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 
@@ -171,3 +172,28 @@ def test_the_daemon_rides_out_a_full_state_disk(home, videos, small_disk):
     assert {j["status"] for j in jobs} == {"completed"}
     assert home.stop(proc) == 0
     assert home.cli("fsck").returncode == 0
+
+
+def test_a_request_to_the_daemon_on_a_full_disk_is_an_error_not_half_a_request(small_disk):
+    """Audit: the mailbox wrote a request with one unchecked os.write, so a full disk could
+    leave half a request (the kernel wrote the first page) for the daemon to read. Every
+    byte is now checked written before the rename: the sender gets a sentence, and nothing
+    named like a request (or a temp file) is left behind."""
+    from forgesyte.daemon import mailbox
+
+    state = small_disk / "state"
+    folder = state / mailbox.REQUESTS_DIR
+    folder.mkdir(parents=True)
+    request = {"op": "why", "key": "x" * 20000}  # five pages, one left on the disk
+    fill(small_disk, leave=4096)
+    with pytest.raises(OSError) as raised:
+        mailbox._write(folder / "a.json", request, 0o640)
+    assert raised.value.errno == errno.ENOSPC
+    assert os.listdir(folder) == []  # no half request, no temp file
+    with pytest.raises(mailbox.MailboxError, match=r"^The request to the daemon could not be written to "
+                                                   r"requests/ in the state folder \(No space left"):
+        mailbox.send(state, request, timeout=1)
+    assert os.listdir(folder) == []
+    free(small_disk)
+    mailbox._write(folder / "a.json", request, 0o640)  # with room again, the same write works
+    assert json.loads((folder / "a.json").read_bytes()) == request

@@ -194,7 +194,7 @@ def request(settings: Settings, req: dict[str, Any]) -> dict[str, Any]:
     else:
         try:
             answer = mailbox.send(settings.state, req)
-        except mailbox.MailboxTimeout as exc:
+        except mailbox.MailboxError as exc:  # no answer in time, or the request could not be written
             raise ControlError(str(exc)) from None
     if not answer.get("ok"):
         raise ControlError(answer.get("error") or "The request failed.")

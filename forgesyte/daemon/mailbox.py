@@ -16,6 +16,7 @@ as readable as the request was.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import time
@@ -24,12 +25,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from forgesyte.storage.atomic import fsync_dir
+from forgesyte.storage.atomic import ShortWrite, fsync_dir, write_all
 
 REQUESTS_DIR = "requests"
 
+log = logging.getLogger("forgesyte.daemon")
 
-class MailboxTimeout(Exception):
+
+class MailboxError(Exception):
+    """The request could not be delivered: one sentence."""
+
+
+class MailboxTimeout(MailboxError):
     pass
 
 
@@ -49,6 +56,8 @@ def _dir(state_dir: Path | str) -> Path:
 
 def _write(path: Path, document: Any, mode: int, owner: tuple[int, int] | None = None) -> int:
     """Atomically write `document` with exactly `mode` (not the umask's), handed to `owner`.
+    Every byte is checked written before the rename (OSError otherwise, e.g. ENOSPC), so
+    neither side ever reads half a request or half a reply.
 
     Returns the mode the file got: without root, the owner cannot be changed,
     and a file the daemon's group cannot read is made world-readable instead.
@@ -66,8 +75,10 @@ def _write(path: Path, document: Any, mode: int, owner: tuple[int, int] | None =
                 except PermissionError:
                     mode |= 0o004
         os.fchmod(fd, mode)
-        os.write(fd, data)
+        write_all(fd, data)  # every byte, or an error (a full disk): never half a request
         os.fsync(fd)
+        if os.fstat(fd).st_size != len(data):
+            raise ShortWrite()
     except BaseException:
         os.close(fd)
         try:
@@ -87,7 +98,11 @@ def send(state_dir: Path | str, request: dict[str, Any], timeout: float = 15.0) 
     rid = uuid.uuid4().hex
     owner = os.stat(state_dir)
     hand_to = None if owner.st_uid == os.geteuid() else (owner.st_uid, owner.st_gid)
-    _write(folder / f"{rid}.json", request, 0o640, hand_to)
+    try:
+        _write(folder / f"{rid}.json", request, 0o640, hand_to)
+    except OSError as exc:
+        raise MailboxError(f"The request to the daemon could not be written to {REQUESTS_DIR}/ in the state "
+                           f"folder ({exc.strerror or exc}).") from None
     reply = folder / f"{rid}.reply"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -131,7 +146,10 @@ def serve(state_dir: Path | str, handle: Callable[[dict[str, Any]], dict[str, An
             answer = handle(request)
         except (OSError, ValueError) as exc:
             answer = {"ok": False, "error": f"The request could not be read ({exc})."}
-        _write(folder / f"{rid}.reply", answer, mode)
+        try:
+            _write(folder / f"{rid}.reply", answer, mode)
+        except OSError as exc:  # a full disk: the request was handled; its sender times out with a sentence
+            log.warning("could not write the reply to request %s (%s)", rid, exc.strerror or exc)
         try:
             os.unlink(entry.path)
         except OSError:
