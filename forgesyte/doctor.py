@@ -102,9 +102,9 @@ def run_checks(settings: Settings) -> list[Check]:
     else:
         checks.append(Check(WARN, "no daemon holds this state folder",
                             "Start it: forgesyte run, or systemctl start forgesyte."))
-    from forgesyte.storage.recovery import health  # the checks of `forgesyte fsck`
+    from forgesyte.storage.rebuild import health  # the very check of `forgesyte fsck`
 
-    for level, what, fix in health(settings.state, daemon_running=info["running"]):
+    for level, what, fix in health(settings.state, settings.output, daemon_running=info["running"]):
         checks.append(Check({"ok": OK, "warn": WARN, "fail": FAIL}[level], what, fix))
     return checks
 

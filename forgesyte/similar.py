@@ -9,16 +9,13 @@ the original (hence the median over the shorter side, and the better of the
 two directions), and an unrelated video is about 20-32 bits away.
 
 The index keeps every finished job's hashes in one file, so `similar` reads
-one file instead of every results document:
-
-    <state>/similar/fingerprints.log   checksummed records (storage/recordlog.py):
-        {"format": "forgesyte-fingerprints", "version": 1}      header
-        {"job_id", "input", "interval_s", "hashes": [hex, ...]} one per job
-
-It is derived data: the daemon (the only writer of state/) appends a record
-when a job that ran `fingerprint` completes, and rebuilds the whole file from
-the results documents when it is missing, damaged or of another version.
-Readers never write; over a damaged index they read the results documents.
+one file instead of every results document. Its format, verification and
+rebuild are storage's (storage/fingerprints.py, and recovery.rebuild_fingerprints:
+a file that does not verify, or is another version's, goes to quarantine/ and
+is written again from the results documents, at the daemon's start, at the
+first append, or by `fsck --repair`). Here: the daemon's appends and the
+comparing. Readers never write; over a damaged index they read the results
+documents.
 """
 
 from __future__ import annotations
@@ -30,90 +27,27 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from forgesyte.storage import recordlog
-from forgesyte.storage.atomic import atomic_write_bytes
+from forgesyte.storage import fingerprints
+from forgesyte.storage.fingerprints import (  # noqa: F401  (the index's names, for callers of this module)
+    FORMAT, INDEX_DIR, INDEX_FILE, PLUGIN, VERSION, IndexDamaged, entries_from_results, entry_of, index_path,
+    read_index,
+)
 
 log = logging.getLogger("forgesyte.similar")
 
-INDEX_DIR = "similar"
-INDEX_FILE = "fingerprints.log"
-FORMAT = "forgesyte-fingerprints"
-VERSION = 1
-PLUGIN = "fingerprint"
 DEFAULT_MAX_DISTANCE = 10.0
 MAX_HASHES = 4000  # longer rows are thinned evenly before comparing (cost is rows x rows)
 
 
-class IndexDamaged(Exception):
-    """The index does not verify; one sentence naming the file."""
+def rebuild(state_dir: Path | str, jobs: Iterable[dict[str, Any]], results) -> int:
+    """Write the index afresh from the results documents of `jobs` (the file it replaces
+    goes to quarantine/); returns how many jobs it holds."""
+    from forgesyte.storage.recovery import rebuild_fingerprints
 
-
-def index_path(state_dir: Path | str) -> Path:
-    return Path(state_dir) / INDEX_DIR / INDEX_FILE
-
-
-def entry_of(job: dict[str, Any], section: dict[str, Any]) -> dict[str, Any] | None:
-    """An index record for a job from its fingerprint section (None if it has no hashes)."""
-    hashes = section.get("hashes") if isinstance(section, dict) else None
-    if not isinstance(hashes, list) or not hashes:
-        return None
-    return {"job_id": job["id"], "input": job["input"], "interval_s": section.get("interval_s"),
-            "hashes": [str(h) for h in hashes]}
-
-
-# -- reading -------------------------------------------------------------------------
-
-def read_index(state_dir: Path | str) -> list[dict[str, Any]]:
-    """Every record of the index; IndexDamaged when it is missing, torn, garbled or unknown."""
-    path = index_path(state_dir)
-    if not path.exists():
-        raise IndexDamaged(f"The fingerprint index {path} does not exist yet.")
-    records, good_end, size = recordlog.read(path)
-    if good_end != size:
-        raise IndexDamaged(f"The fingerprint index {path} is damaged at byte {good_end}.")
-    if not records or records[0].get("format") != FORMAT:
-        raise IndexDamaged(f"The fingerprint index {path} has no valid header.")
-    if records[0].get("version") != VERSION:
-        raise IndexDamaged(f"The fingerprint index {path} has version {records[0].get('version')!r}, "
-                           f"not {VERSION}.")
-    return [r for r in records[1:] if isinstance(r.get("hashes"), list) and "job_id" in r]
-
-
-def entries_from_results(jobs: Iterable[dict[str, Any]], results) -> list[dict[str, Any]]:
-    """Index records rebuilt from the results documents of these (completed) jobs."""
-    found = []
-    for job in jobs:
-        if job.get("status") != "completed" or PLUGIN not in (job.get("plugins") or []) or not job.get("output"):
-            continue
-        try:
-            document = results.read(job["output"])
-        except Exception:  # a missing or unreadable document: that job has no fingerprint here
-            continue
-        entry = entry_of(job, (document.get("plugins") or {}).get(PLUGIN, {}))
-        if entry:
-            found.append(entry)
-    return found
+    return rebuild_fingerprints(state_dir, jobs, results)
 
 
 # -- writing (the daemon) ----------------------------------------------------------------
-
-def _header() -> dict[str, Any]:
-    return {"format": FORMAT, "version": VERSION}
-
-
-def rebuild(state_dir: Path | str, jobs: Iterable[dict[str, Any]], results) -> int:
-    """Write the index afresh from the results documents of `jobs` (e.g. every completed
-    job of the store: `fsck --repair` may call this); returns how many jobs it holds."""
-    entries = entries_from_results(jobs, results)
-    rebuild_from(state_dir, entries)
-    return len(entries)
-
-
-def rebuild_from(state_dir: Path | str, entries: list[dict[str, Any]]) -> None:
-    path = index_path(state_dir)
-    os.makedirs(path.parent, mode=0o750, exist_ok=True)
-    atomic_write_bytes(path, b"".join(recordlog.encode(r) for r in [_header(), *entries]))
-
 
 class IndexWriter:
     """The daemon's side: verified (or rebuilt) once, then one append per finished job."""
@@ -125,15 +59,17 @@ class IndexWriter:
         self._ready = False
 
     def _prepare(self) -> set[str]:
-        """Verify the index (rebuild it if it does not verify); the job ids it holds."""
+        """Verify the index (rebuild it if it is missing or does not verify, the damaged
+        file moved to quarantine/ first); the job ids it holds."""
+        from forgesyte.storage.recovery import rebuild_fingerprints
+
         try:
             entries = read_index(self.state_dir)
         except IndexDamaged as exc:
-            missing = not index_path(self.state_dir).exists()
-            entries = entries_from_results(self.store.with_status("completed"), self.results)
-            rebuild_from(self.state_dir, entries)
-            (log.info if missing else log.warning)(
-                "%s Rebuilt it from the results documents (%d fingerprinted jobs).", exc, len(entries))
+            missing = not os.path.lexists(index_path(self.state_dir))
+            rebuild_fingerprints(self.state_dir, self.store.iter_status("completed"), self.results,
+                                 None if missing else exc.problem)
+            entries = read_index(self.state_dir)
         self._ready = True
         return {e["job_id"] for e in entries}
 
@@ -143,9 +79,7 @@ class IndexWriter:
             return
         if not self._ready and job["id"] in self._prepare():
             return  # the rebuild already read it
-        entries = entries_from_results([job], self.results)
-        if entries:
-            recordlog.append(index_path(self.state_dir), entries)
+        fingerprints.append(self.state_dir, entries_from_results([job], self.results))
 
 
 # -- comparing ---------------------------------------------------------------------------

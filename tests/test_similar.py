@@ -89,8 +89,8 @@ def test_the_index_verifies_and_rebuilds_from_results(tmp_path, clips):
         jobs.append(job)
 
     class Store:
-        def with_status(self, *statuses):
-            return [j for j in jobs if j["status"] in statuses]
+        def iter_status(self, *statuses):
+            return iter([j for j in jobs if j["status"] in statuses])
 
     with pytest.raises(fp.IndexDamaged, match="does not exist"):
         fp.read_index(state)
@@ -104,14 +104,21 @@ def test_the_index_verifies_and_rebuilds_from_results(tmp_path, clips):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(fp.IndexDamaged, match=str(path)):
+    garbled = path.read_bytes()
+    with pytest.raises(fp.IndexDamaged, match="^The state file similar/fingerprints.log is damaged at byte"):
         fp.read_index(state)
     fp.IndexWriter(state, Store(), results).job_finished(jobs[1])
     assert [e["job_id"] for e in fp.read_index(state)] == ["job0", "job1"]
-    # another version is not trusted either
-    path.write_bytes(recordlog.encode({"format": fp.FORMAT, "version": 99}))
-    with pytest.raises(fp.IndexDamaged, match="version 99"):
+    # the damaged file was moved to quarantine before the rebuild, never overwritten
+    assert [p.read_bytes() for p in (state / "quarantine").iterdir()] == [garbled]
+    # another version is not trusted either: refused with a sentence, kept, rebuilt
+    foreign = recordlog.encode({"format": fp.FORMAT, "version": 99})
+    path.write_bytes(foreign)
+    with pytest.raises(fp.IndexDamaged, match="has format version 99 and this ForgeSyte reads version 1"):
         fp.read_index(state)
+    fp.IndexWriter(state, Store(), results).job_finished(jobs[1])
+    assert [e["job_id"] for e in fp.read_index(state)] == ["job0", "job1"]
+    assert sorted(p.read_bytes() for p in (state / "quarantine").iterdir()) == sorted([garbled, foreign])
 
 
 def test_similar_on_a_real_daemon(home, clips):
@@ -148,7 +155,9 @@ def test_similar_on_a_real_daemon(home, clips):
     index = fp.index_path(home.state)
     index.write_bytes(index.read_bytes()[:-20] + b"garbage\n")
     degraded = home.cli("similar", "original.mp4", "--json")
-    assert degraded.returncode == 0 and "damaged" in degraded.stderr
+    assert degraded.returncode == 0, degraded.stderr
+    assert degraded.stderr.startswith("The state file similar/fingerprints.log is damaged at byte"), degraded.stderr
+    assert len(degraded.stderr.strip().splitlines()) == 1 and str(home.state) not in degraded.stderr
     assert {m["input"] for m in json.loads(degraded.stdout)["similar"]} == set(found)
     # The daemon rebuilds it when the next fingerprinted job completes.
     proc = home.start()
@@ -156,7 +165,11 @@ def test_similar_on_a_real_daemon(home, clips):
     home.wait_status("other-again.mp4", timeout=120)
     assert home.stop(proc) == 0
     assert len(fp.read_index(home.state)) == len(clips) + 1
-    assert "Rebuilt it from the results documents" in home.log_text()
+    # at start, before the next job: the damaged file named, kept in quarantine, then rebuilt
+    log = home.log_text()
+    assert "similar/fingerprints.log has 1 damaged line" in log and "moved to quarantine/" in log, log
+    assert "rebuilt similar/fingerprints.log from the results documents" in log, log
+    assert any(p.name.endswith("similar_fingerprints.log") for p in (home.state / "quarantine").iterdir())
 
 
 from hypothesis import given  # noqa: E402

@@ -37,8 +37,9 @@ def similar(ctx: click.Context, job: str, max_distance: float | None, as_json: b
         entries = fp.read_index(settings.state)
     except fp.IndexDamaged as exc:
         # Derived data: only the daemon rewrites it; meanwhile read the documents themselves.
-        click.echo(display(f"{exc} Reading the results documents instead "
-                           "(the daemon rebuilds the index when the next job finishes)."), err=True)
+        # One sentence naming the file relative to the state folder; the answer still comes.
+        click.echo(display(f"The state file {exc.name} {exc.problem}; answering from the results "
+                           "documents instead (it is derived data: the daemon rebuilds it)."), err=True)
         entries = fp.entries_from_results(completed, results)
     query = next((e for e in entries if e["job_id"] == record["id"]), None)
     if query is None:

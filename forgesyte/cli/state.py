@@ -48,17 +48,11 @@ def fsck(ctx: click.Context, repair: bool, as_json: bool) -> None:
             raise UserError("A ForgeSyte daemon holds this state folder; stop it before "
                             "`forgesyte fsck --repair` (a plain `forgesyte fsck` can run alongside it).")
     try:
-        if repair:
+        if repair:  # the store, then what the writer repairs by itself, then the fingerprint index
             report = rebuild.repair(settings.state, settings.output)
             remaining = report.after.problems if report.after is not None else report.problems
-            similar = _similar_index(settings)
-            if similar and not remaining:  # rebuilt from the records, once they are whole
-                _rebuild_similar_index(settings)
-            report.findings.extend(similar)
-            remaining = remaining + _similar_index(settings)
-        else:
-            report = _stable_check(settings, daemon_info(settings.state)["running"])
-            report.findings.extend(_similar_index(settings))
+        else:  # the very check `doctor` makes (rebuild.health)
+            report = rebuild.stable_check(settings.state, settings.output, daemon_info(settings.state)["running"])
             remaining = report.problems
     finally:
         if lock is not None:
@@ -80,50 +74,6 @@ def fsck(ctx: click.Context, repair: bool, as_json: bool) -> None:
         _print(report, remaining, repair)
     if not healthy:
         raise click.exceptions.Exit(1)
-
-
-def _similar_index(settings) -> list:
-    """The fingerprint index of `forgesyte similar` (forgesyte/similar.py) is a state file
-    too: derived from the results documents, rebuilt by the daemon when it does not verify."""
-    from forgesyte import similar
-    from forgesyte.storage.recovery import AUTO, Finding
-
-    if not similar.index_path(settings.state).exists():
-        return []
-    try:
-        similar.read_index(settings.state)
-    except similar.IndexDamaged:
-        name = f"{similar.INDEX_DIR}/{similar.INDEX_FILE}"
-        return [Finding(name, "does not verify (a torn, garbled or foreign record)", AUTO,
-                        "derived data: rebuilt from the results documents")]
-    return []
-
-
-def _rebuild_similar_index(settings) -> None:
-    from forgesyte import similar
-    from forgesyte.storage.jobs import JobStore
-    from forgesyte.storage.recovery import quarantine
-    from forgesyte.storage.results import ResultStore
-
-    name = f"{similar.INDEX_DIR}/{similar.INDEX_FILE}"
-    quarantine(settings.state, name, "did not verify; rebuilt from the results documents", copy=True)
-    similar.rebuild(settings.state, JobStore(settings.state, readonly=True).with_status("completed"),
-                    ResultStore(settings.output))
-
-
-def _stable_check(settings, daemon_running: bool):
-    """With a daemon writing, a check can catch it mid-append or mid-checkpoint: a
-    problem counts only if it is still there when looked at again."""
-    from forgesyte.storage import rebuild
-
-    report = rebuild.check(settings.state, settings.output)
-    for _ in range(3 if daemon_running else 0):
-        if not report.problems:
-            break
-        again = rebuild.check(settings.state, settings.output)
-        seen = {(f.name, f.problem) for f in again.problems}
-        report.findings = [f for f in report.findings if f.kind == "notice" or (f.name, f.problem) in seen]
-    return report
 
 
 def _print(report, remaining, repair: bool) -> None:

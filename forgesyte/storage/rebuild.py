@@ -1,6 +1,9 @@
-"""`forgesyte fsck`: check the state against itself and the output folder, and rebuild it.
+"""`forgesyte fsck` and `forgesyte doctor`: check the state against itself and the output
+folder, and rebuild it.
 
-The check is recovery.inspect (every state file) plus the output folder: each
+The check (`check`, and `stable_check` next to a running daemon, which both
+commands call) is recovery.inspect (every state file, the fingerprint index
+of `similar` included) plus the output folder: each
 results document carries its job's record (results.finished_record), so a
 document whose job the store does not know, or knows only in an older
 revision, is a record the store lost.
@@ -30,13 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from forgesyte.storage import chunks, journal, recordlog
+from forgesyte.storage import chunks, fingerprints, journal, recordlog
 from forgesyte.storage.atomic import fsync_dir
 from forgesyte.storage.chunks import CHUNK_SIZE, JOBS_DIR, PRUNED, Manifest, count_statuses
 from forgesyte.storage.errors import StateError
 from forgesyte.storage.index import INDEX_DIR, Index
 from forgesyte.storage.recovery import (
-    AUTO, BLOCKING, NOTICE, QUARANTINE_DIR, Finding, inspect, invalid_record, open_writer,
+    AUTO, BLOCKING, NOTICE, QUARANTINE_DIR, Finding, inspect, invalid_record, open_writer, rebuild_fingerprints,
 )
 from forgesyte.storage.results import RESULTS_NAME
 from forgesyte.storage.tinystore import read_document
@@ -128,6 +131,54 @@ def check(state_dir: Path, output_dir: Path | None) -> Report:
     except StateError:
         pass  # a damaged chunk: among the findings of inspect
     return report
+
+
+def stable_check(state_dir: Path, output_dir: Path | None, daemon_running: bool) -> Report:
+    """`check`, for fsck and doctor alike. With a daemon writing, a check can catch it
+    mid-append or mid-checkpoint: a problem counts only if it is still there when looked
+    at again."""
+    report = check(state_dir, output_dir)
+    for _ in range(3 if daemon_running else 0):
+        if not report.problems:
+            break
+        again = check(state_dir, output_dir)
+        seen = {(f.name, f.problem) for f in again.problems}
+        report.findings = [f for f in report.findings if f.kind == NOTICE or (f.name, f.problem) in seen]
+    return report
+
+
+DOCTOR_LINES = 10  # per kind; `forgesyte fsck` lists every one
+
+
+def health(state_dir: Path | str, output_dir: Path | str | None,
+           daemon_running: bool = False) -> list[tuple[str, str, str]]:
+    """For `doctor`: (level "ok"/"warn"/"fail", what, fix), from the very check `forgesyte
+    fsck` makes (stable_check: every state file, the fingerprint index, the output folder)."""
+    state_dir = Path(state_dir)
+    if not state_dir.is_dir():
+        return []
+    report = stable_check(state_dir, Path(output_dir) if output_dir is not None else None, daemon_running)
+    fixes = {
+        BLOCKING: ("fail", "Stop the daemon and run `forgesyte fsck --repair` (damaged files go to "
+                           "state/quarantine/; nothing is deleted)."),
+        AUTO: ("warn", "The daemon repairs this by itself when it starts (or run `forgesyte fsck --repair`)."),
+        NOTICE: ("warn", "Nothing to repair; `forgesyte fsck` lists every such note."),
+    }
+    checks = []
+    for kind in (BLOCKING, AUTO, NOTICE):
+        found = [f for f in report.findings if f.kind == kind]
+        level, fix = fixes[kind]
+        for finding in found[:DOCTOR_LINES]:
+            name = finding.name if finding.name.startswith("(output)") else f"state: {finding.name}"
+            checks.append((level, f"{name} {finding.problem}" + (f" ({finding.action})" if finding.action else "")
+                           + ".", fix))
+        if len(found) > DOCTOR_LINES:
+            checks.append((level, f"... and {len(found) - DOCTOR_LINES} more like these", "Run `forgesyte fsck`."))
+    if not report.problems:
+        checks.append(("ok", f"state files verify (format version {chunks.VERSION}; {report.records} job records)"
+                       + (", and agree with the output folder" if output_dir is not None
+                          and Path(output_dir).is_dir() else ""), ""))
+    return checks
 
 
 # -- rebuilding ---------------------------------------------------------------------------
@@ -276,10 +327,25 @@ def repair(state_dir: Path, output_dir: Path | None) -> Report:
         open_writer(state_dir)  # what is left is what the writer repairs by itself
     except StateError as exc:
         log.error("%s", exc)
+    else:
+        _repair_fingerprints(state_dir, output_dir)
     report.after = check(state_dir, output_dir)
     report.records = report.after.records
     report.repaired = not report.after.problems
     return report
+
+
+def _repair_fingerprints(state_dir: Path, output_dir: Path | None) -> None:
+    """The fingerprint index, rebuilt (the old file to quarantine/) from the results
+    documents of the now whole store, as the daemon does at start."""
+    problem = fingerprints.problem_of(state_dir, whole=True)
+    if problem is None or output_dir is None or not Path(output_dir).is_dir():
+        return  # healthy; or no output folder to rebuild it from: it stays named
+    from forgesyte.storage.jobs import JobStore
+    from forgesyte.storage.results import ResultStore
+
+    rebuild_fingerprints(state_dir, JobStore(state_dir, readonly=True).iter_status("completed"),
+                         ResultStore(output_dir), problem)
 
 
 def _copy_aside(state_dir: Path) -> str:

@@ -6,7 +6,9 @@ and what may be done about it without losing anything.
 
 * auto: repairing it provably loses nothing, so the writer does it at open:
   a torn journal tail is cut (a flush that never completed; the bytes go to
-  quarantine), derived data (the index) is rebuilt, files a committed manifest
+  quarantine), derived data (the index; the fingerprint index of `similar`,
+  which the daemon rebuilds from the results documents right after the open,
+  `rebuild_fingerprints`) is rebuilt, files a committed manifest
   retired and temp files of interrupted writes are removed, files of a
   checkpoint that never committed are removed once every record in them is
   found, equal, in the committed state (otherwise they go to quarantine).
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forgesyte.storage import chunks, journal, recordlog
+from forgesyte.storage import chunks, fingerprints, journal, recordlog
 from forgesyte.storage.atomic import TMP_SUFFIX, fsync_dir
 from forgesyte.storage.chunks import JOBS_DIR, MANIFEST, Manifest
 from forgesyte.storage.errors import StateDamaged, StateError, UnknownFormat
@@ -142,8 +144,14 @@ def inspect(state_dir: Path | str, deep: bool = True, records: bool = True) -> I
         except IndexDamaged as exc:
             result.add(exc.name, exc.problem, AUTO, "derived data: rebuilt from the job records")
     _inspect_events(state_dir, result, whole=records)
+    problem = fingerprints.problem_of(state_dir, whole=records)
+    if problem:
+        result.add(fingerprints.REL, problem, AUTO, FINGERPRINTS_ACTION)
     _inspect_requests(state_dir, result)
     return result
+
+
+FINGERPRINTS_ACTION = "derived data: moved to quarantine/ and rebuilt from the results documents"
 
 
 def _check_crc(state_dir: Path, entry: dict[str, Any]) -> None:
@@ -370,23 +378,19 @@ def _load_index(state_dir: Path, gen: int) -> Index | None:
 
 def rebuild_index_now(state_dir: Path, manifest: Manifest, overlay: dict[str, dict[str, Any]],
                       damaged: list[str] = ()) -> Index:
-    """Derived data, made again from every record (chunks + journal) and written whole;
-    the damaged files go to quarantine, the others are replaced in place."""
+    """Derived data, made again from every record (chunks + journal) and written whole.
+    The index folder it replaces goes to quarantine/ as a whole (the damaged files and the
+    ones that still verified alike): nothing is overwritten in place."""
     def records():
         for entry in manifest.chunks:
             merged = chunks.read_chunk(state_dir, entry)
             yield from merged.values()
         yield from overlay.values()
     index = Index.rebuild(state_dir, records())
-    from forgesyte.storage.index import BUCKETS, LOG, bucket_name
-
-    ours = {bucket_name(n) for n in range(BUCKETS)} | {LOG}
-    for name in _listing(state_dir / INDEX_DIR):
-        rel = f"{INDEX_DIR}/{name}"
-        if (rel in damaged or name not in ours) and (state_dir / rel).exists():
-            quarantine(state_dir, rel, "was damaged derived data; the index is rebuilt")
-    if (state_dir / INDEX_DIR).exists() and not (state_dir / INDEX_DIR).is_dir():
-        quarantine(state_dir, INDEX_DIR, "is not a folder; the index is rebuilt")
+    if os.path.lexists(state_dir / INDEX_DIR):
+        why = (f"held damaged derived data ({', '.join(damaged)})" if damaged
+               else "did not verify or did not cover the job store")
+        quarantine(state_dir, INDEX_DIR, f"{why}; the index is rebuilt from the job records")
     index.compact(manifest.gen)
     log.warning("rebuilt the index from %d job records' inputs", len(index))
     return index
@@ -406,6 +410,8 @@ def _auto_repair(state_dir: Path, finding: Finding, snap: Snapshot) -> None:
         quarantine(state_dir, rel, problem)
     elif rel.startswith(f"{EVENTS_DIR}/"):
         _repair_events(state_dir, rel, finding)
+    # The fingerprint index (fingerprints.REL) needs the results documents: the daemon's
+    # open (open_daemon_store) and `fsck --repair` rebuild it with rebuild_fingerprints.
 
 
 def _redundant(state_dir: Path, rel: str, snap: Snapshot) -> bool:
@@ -479,7 +485,33 @@ def open_daemon_store(state_dir: Path | str, output_dir: Path | str):
             raise StateDamaged(chunks.rel(MANIFEST), "holds no job records while the output folder holds "
                                f"results documents of earlier jobs (e.g. job {job_id}); to rebuild the "
                                "records from them")
-    return JobStore(state_dir, autoflush=False)
+    store = JobStore(state_dir, autoflush=False)
+    problem = fingerprints.problem_of(state_dir, whole=False)
+    if problem:
+        from forgesyte.storage.results import ResultStore
+
+        try:
+            rebuild_fingerprints(state_dir, store.iter_status("completed"), ResultStore(output_dir), problem)
+        except (OSError, StateError) as exc:  # `similar` reads the documents meanwhile; the job store stands
+            log.warning("could not rebuild %s: %s", fingerprints.REL, exc)
+    return store
+
+
+def rebuild_fingerprints(state_dir: Path | str, jobs, results, problem: str | None = None) -> int:
+    """Derived data, made again: the fingerprint index of `similar` from the results documents
+    of `jobs` (completed ones; the others are skipped). The file it replaces, if there is one,
+    is moved to quarantine/ first with a log line naming it and `problem`; it is never
+    overwritten. Returns how many jobs the new index holds."""
+    state_dir = Path(state_dir)
+    path = fingerprints.index_path(state_dir)
+    if os.path.lexists(path):
+        quarantine(state_dir, fingerprints.REL, f"{problem or 'is replaced'}; it is derived data, "
+                   "rebuilt from the results documents")
+    entries = fingerprints.entries_from_results(jobs, results)
+    fingerprints.write_index(state_dir, entries)
+    (log.warning if problem else log.info)("rebuilt %s from the results documents (%d fingerprinted jobs)",
+                                           fingerprints.REL, len(entries))
+    return len(entries)
 
 
 def _first_results_record(output_dir: Path) -> str | None:
@@ -497,29 +529,3 @@ def _first_results_record(output_dir: Path) -> str | None:
             if isinstance(document, dict) and isinstance(document.get("job"), dict):
                 return str(document.get("job_id"))
     return None
-
-
-def health(state_dir: Path | str, daemon_running: bool = False) -> list[tuple[str, str, str]]:
-    """For `doctor`: (level "ok"/"warn"/"fail", what, fix) about the state files, the same
-    checks as `forgesyte fsck` (without the output folder)."""
-    state_dir = Path(state_dir)
-    if not state_dir.is_dir():
-        return []
-    found = inspect(state_dir)
-    for _ in range(3 if daemon_running and found.findings else 0):  # not a write caught mid-way?
-        again = {(f.name, f.problem) for f in inspect(state_dir).findings}
-        found.findings = [f for f in found.findings if (f.name, f.problem) in again]
-    checks = []
-    for finding in found.findings:
-        if finding.kind == BLOCKING:
-            checks.append(("fail", f"state: {finding.sentence()}",
-                           "Stop the daemon and run `forgesyte fsck --repair` (damaged files go to "
-                           "state/quarantine/; nothing is deleted)."))
-        elif finding.kind == AUTO:
-            checks.append(("warn", f"state: {finding.sentence()}",
-                           "The daemon repairs this by itself when it starts (or run `forgesyte fsck --repair`)."))
-    if not found.findings:
-        counts = found.snapshot.counts if found.snapshot else {}
-        total = sum(v for k, v in counts.items() if k in chunks.STATUSES)
-        checks.append(("ok", f"state files verify (format version {chunks.VERSION}; {total} job records)", ""))
-    return checks
