@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from forgesyte.storage import recordlog
+from forgesyte.storage.errors import StateDamaged
 
 EVENTS_DIR = "events"
 CURRENT = "events.log"
@@ -35,8 +36,13 @@ VERSION = 1
 MAX_BYTES = 16 * 1024 * 1024
 
 
-class EventLogError(Exception):
-    """The log cannot be read (unknown version); one sentence naming the file."""
+class EventLogError(StateDamaged):
+    """The log cannot be read (no header, another version): one sentence naming the file
+    relative to the state folder, like every other state file."""
+
+    def __init__(self, name: str, problem: str):
+        super().__init__(name, problem, "the daemon moves it to quarantine/ and starts a new log when it "
+                         "starts (or run `forgesyte fsck --repair`)")
 
 
 @dataclass(frozen=True)
@@ -83,25 +89,29 @@ class EventLog:
 
 
 def _check_header(path: Path, record: dict[str, Any] | None) -> None:
+    name = f"{EVENTS_DIR}/{path.name}"
     if record is None or record.get("format") != FORMAT:
-        raise EventLogError(f"The event log {path.name} does not start with a ForgeSyte header.")
+        raise EventLogError(name, "does not start with its ForgeSyte header")
     if record.get("version") != VERSION:
-        raise EventLogError(
-            f"The event log {path.name} has format version {record.get('version')!r}; "
-            f"this ForgeSyte reads version {VERSION}."
-        )
+        raise EventLogError(name, f"has format version {record.get('version')!r} and this ForgeSyte "
+                            f"reads version {VERSION}")
 
 
 def _read_from(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     """Verified events from `offset`; damaged lines are skipped (they are derived history)."""
     events: list[dict[str, Any]] = []
     end = offset
-    for position, record in recordlog.scan(path, offset):
-        if end == 0:
-            _check_header(path, record)
-        elif record is not None and "job_id" in record:
-            events.append(record)
-        end = position
+    try:
+        for position, record in recordlog.scan(path, offset):
+            if end == 0:
+                _check_header(path, record)
+            elif record is not None and "job_id" in record:
+                events.append(record)
+            end = position
+    except FileNotFoundError:
+        pass  # rotated or removed between listing and reading: nothing more to read here
+    except OSError as exc:
+        raise EventLogError(f"{EVENTS_DIR}/{path.name}", f"cannot be read ({exc.strerror or exc})") from None
     return events, end
 
 
