@@ -3,8 +3,11 @@ and `forgesyte fsck --repair`. Nothing lost, nothing doubled, nothing deleted, n
 
 The state is built the way the daemon builds it (JobStore transitions, results documents
 written with the record the worker embeds), with small chunks so that a few dozen jobs
-span several chunk files, an open journal and a logged index. Every input is a real
-video in the inbox, so a lost record would show up as a second job for that input.
+span several chunk files, an open journal and a logged index, an event log that has
+rotated once, and the fingerprint index of `similar`. Every input is a real video in the
+inbox, so a lost record would show up as a second job for that input. Every state file's
+bytes are taken before the damage: afterwards each is still in place (a log may have
+grown) or in state/quarantine/, so nothing was deleted outside quarantine.
 """
 
 from __future__ import annotations
@@ -18,13 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from forgesyte.storage import chunks
+from forgesyte.storage import chunks, fingerprints
 from forgesyte.storage import jobs as jobs_module
 from forgesyte.storage.jobs import JobStore
 from forgesyte.storage.results import ResultStore, finished_record
 
 FINISHED, PENDING = 40, 2
-KINDS = ["manifest", "first chunk", "last chunk", "journal", "index bucket", "index log", "events"]
+KINDS = ["manifest", "first chunk", "last chunk", "journal", "index bucket", "index log", "events",
+         "previous events", "fingerprint index", "request"]
+# Damage that is no damage: a log that starts over, an index not written yet, no request.
+NOT_DAMAGE = {("events", "empty"), ("events", "delete"), ("previous events", "empty"),
+              ("previous events", "delete"), ("fingerprint index", "delete"), ("request", "delete")}
 DAMAGES = ["truncate", "empty", "garble", "delete"]
 
 
@@ -38,24 +45,32 @@ def build_state(home, videos, monkeypatch) -> dict:
     results = ResultStore(home.output)
     store = JobStore(home.state, autoflush=False)
     expected: dict[str, dict] = {}
+    fingerprinted: list[dict] = []
     for i in range(FINISHED + PENDING):
         key = f"cam{i % 3}/clip{i:03d}.webm"
         path = home.inbox / key
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(data + b"%d" % i)
         st = path.stat()
+        status = "failed" if i % 5 == 0 else "completed"
+        plugins = ["metadata", "fingerprint"] if i < FINISHED and status == "completed" and i % 2 else ["metadata"]
         job = store.create(key, size=st.st_size, mtime_ns=st.st_mtime_ns,
-                           sha256=hashlib.sha256(path.read_bytes()).hexdigest(), plugins=["metadata"])
+                           sha256=hashlib.sha256(path.read_bytes()).hexdigest(), plugins=plugins)
         store.flush()
+        if i == FINISHED // 2:  # the event log rotates (as at MAX_BYTES): events.1.log and events.log
+            os.replace(home.state / "events" / "events.log", home.state / "events" / "events.1.log")
         if i >= FINISHED:
             expected[key] = {"id": job["id"], "status": "pending"}
             continue
         job = store.claim(job["id"])
-        status = "failed" if i % 5 == 0 else "completed"
         error = "The file is not a decodable video." if status == "failed" else None
         folder = ResultStore.job_folder_key(key, job["id"])
         record = finished_record(jobs_module.public_record(job), status, error, results.results_key(folder))
-        results.write(folder, {"job_id": job["id"], "input": key, "plugins": {"metadata": {}}, "job": record})
+        sections = {"metadata": {}}
+        if "fingerprint" in plugins:
+            sections["fingerprint"] = {"interval_s": 1.0, "hashes": [f"{i:016x}", f"{i * 7919:016x}"]}
+            fingerprinted.append(fingerprints.entry_of(record, sections["fingerprint"]))
+        results.write(folder, {"job_id": job["id"], "input": key, "plugins": sections, "job": record})
         if status == "completed":
             store.complete(job["id"], record["output"])
         else:
@@ -65,14 +80,30 @@ def build_state(home, videos, monkeypatch) -> dict:
             store.checkpoint()  # the last 10 finished jobs stay in the open journal
         expected[key] = {"id": job["id"], "status": status}
     store.close()
+    fingerprints.write_index(home.state, fingerprinted)  # as the daemon appends them
     manifest = chunks.read_manifest(home.state)
     assert len(manifest.chunks) >= 4 and (home.state / "index" / "log.log").exists()
+    assert (home.state / "events" / "events.1.log").exists() and len(fingerprinted) >= 10
     return expected
+
+
+def fingerprinted_ids(home) -> set[str]:
+    """The jobs whose results documents carry a fingerprint (what the index must hold)."""
+    return {json.loads(p.read_bytes())["job_id"] for p in home.output.rglob("results.json")
+            if "fingerprint" in json.loads(p.read_bytes())["plugins"]}
+
+
+def state_files(home) -> dict[str, bytes]:
+    """Every state file outside quarantine/ (relative name -> bytes)."""
+    return {p.relative_to(home.state).as_posix(): p.read_bytes() for p in sorted(home.state.rglob("*"))
+            if p.is_file() and p.relative_to(home.state).parts[0] != "quarantine"}
 
 
 def target(home, kind: str) -> Path:
     manifest = chunks.read_manifest(home.state)
     jobs_dir = home.state / "jobs"
+    if kind == "request":
+        return _request(home)
     return {
         "manifest": jobs_dir / "manifest.json",
         "first chunk": jobs_dir / manifest.chunks[0]["name"],
@@ -82,7 +113,18 @@ def target(home, kind: str) -> Path:
                              if b'"inputs":{}' not in p.read_bytes()),
         "index log": home.state / "index" / "log.log",
         "events": home.state / "events" / "events.log",
+        "previous events": home.state / "events" / "events.1.log",
+        "fingerprint index": fingerprints.index_path(home.state),
     }[kind]
+
+
+def _request(home) -> Path:
+    """A request a CLI left for the daemon (a harmless one: `why`), to be damaged."""
+    path = home.state / "requests" / "0123456789abcdef0123456789abcdef.json"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"op": "why", "key": "cam0/clip000.webm"}) + "\n")
+    return path
 
 
 def damage(path: Path, how: str) -> bytes:
@@ -147,11 +189,35 @@ def damage_and_check(home, kind: str, how: str, here: bool = False) -> tuple[str
     check = fsck_here(home, "--json") if here else home.cli("fsck", "--json")
     no_traceback(check)
     report = fsck_json(check)
-    if kind == "events" and how in ("empty", "delete"):
-        assert check.returncode == 0, report  # a log that starts over is not damage
+    if (kind, how) in NOT_DAMAGE:
+        assert check.returncode == 0, report
     else:
         assert check.returncode == 1 and rel in {p["file"] for p in report["problems"]}, report
     return rel, victim.read_bytes() if victim.exists() else b""
+
+
+def assert_nothing_deleted(home, before: dict[str, bytes], victim: str) -> None:
+    """Every state file there was before the damage (but the one damaged, which the caller
+    checks) is still in place, byte for byte or grown (an append-only log), or its bytes are
+    in state/quarantine/ (moved or copied there, e.g. before fsck rebuilt the store), or it
+    was cut back to a good prefix with the rest kept in quarantine."""
+    kept = quarantined_bytes(home)
+    digests = {hashlib.sha256(b).digest() for b in kept}
+    gone = []
+    for rel, data in before.items():
+        if rel == victim or rel == "daemon.lock":  # the lock holds the current holder's pid: not data
+            continue
+        path = home.state / rel
+        current = path.read_bytes() if path.is_file() else None
+        if hashlib.sha256(data).digest() in digests:
+            continue
+        if current is not None and current.startswith(data):
+            continue
+        if current is not None and any(piece and data.endswith(piece) and current.startswith(data[:-len(piece)])
+                                       for piece in kept):
+            continue
+        gone.append(rel)
+    assert not gone, f"state files neither in place nor in quarantine/: {gone}"
 
 
 def assert_nothing_lost(home, expected, inbox_before, results_before, left: bytes, rel: str,
@@ -182,6 +248,11 @@ def assert_nothing_lost(home, expected, inbox_before, results_before, left: byte
         assert left in kept or current.startswith(left) or any(
             piece and left.endswith(piece) and current.startswith(left[:-len(piece)]) for piece in kept), \
             f"the damaged {rel} was neither kept in quarantine nor left in place"
+    # The fingerprint index, if there is one, verifies and holds every fingerprinted job
+    # (derived data: rebuilt from the results documents when it did not verify).
+    if fingerprints.index_path(home.state).exists() or not rel.startswith("similar/"):
+        held = {e["job_id"] for e in fingerprints.read_index(home.state)}
+        assert held == fingerprinted_ids(home), held ^ fingerprinted_ids(home)
 
 
 @pytest.fixture
@@ -207,6 +278,7 @@ def test_fsck_repair_of_a_damaged_state_file(ram_home, videos, monkeypatch, kind
     expected = build_state(home, videos, monkeypatch)
     inbox_before = sorted(p for p in home.inbox.rglob("*") if p.is_file())
     results_before = sorted(home.output.rglob("results.json"))
+    files_before = state_files(home)
     rel, left = damage_and_check(home, kind, how, here=True)
     repaired = fsck_here(home, "--repair", "--json")
     no_traceback(repaired)
@@ -214,12 +286,14 @@ def test_fsck_repair_of_a_damaged_state_file(ram_home, videos, monkeypatch, kind
     report = fsck_json(repaired)
     assert report["healthy"] and report["remaining"] == [] and report["repaired"] == bool(report["problems"])
     assert_nothing_lost(home, expected, inbox_before, results_before, left, rel, daemon_ran=False)
+    assert_nothing_deleted(home, files_before, rel)
 
 
 def daemon_case(home, videos, monkeypatch, kind, how):
     expected = build_state(home, videos, monkeypatch)
     inbox_before = sorted(p for p in home.inbox.rglob("*") if p.is_file())
     results_before = sorted(home.output.rglob("results.json"))
+    files_before = state_files(home)
     rel, left = damage_and_check(home, kind, how)
     first = home.cli("run", "--once", timeout=120)
     no_traceback(first)
@@ -237,11 +311,13 @@ def daemon_case(home, videos, monkeypatch, kind, how):
         assert first.returncode == 0, first.stderr
     assert home.cli("fsck").returncode == 0
     assert_nothing_lost(home, expected, inbox_before, results_before, left, rel, daemon_ran=True)
+    assert_nothing_deleted(home, files_before, rel)
 
 
 # One damage per kind through the real daemon, plus two the audit found (an emptied active
 # file, a truncated index log that made 250 duplicate jobs); the rest run with -m slow.
-QUICK = [(kind, "garble") for kind in KINDS] + [("journal", "empty"), ("index log", "truncate")]
+QUICK = [(kind, "garble") for kind in KINDS if kind != "previous events"] + [
+    ("journal", "empty"), ("index log", "truncate")]
 
 
 @pytest.mark.parametrize("kind, how", QUICK)

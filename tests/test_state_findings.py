@@ -305,13 +305,105 @@ def test_fsck_checks_and_rebuilds_the_fingerprint_index(home, videos, monkeypatc
     from forgesyte import similar
 
     build_state(home, videos, monkeypatch)
-    similar.rebuild_from(home.state, [{"job_id": "x", "input": "a", "interval_s": 1.0, "hashes": ["00"]}])
+    from forgesyte.storage import fingerprints
+
+    fingerprints.write_index(home.state, [{"job_id": "x", "input": "a", "interval_s": 1.0, "hashes": ["00"]}])
     path = similar.index_path(home.state)
     damaged = path.read_bytes()[:-7]
     path.write_bytes(damaged)
     check = home.cli("fsck")
-    assert check.returncode == 1 and "similar/fingerprints.log: does not verify" in check.stdout, check.stdout
+    assert check.returncode == 1 and "similar/fingerprints.log: has 1 damaged line" in check.stdout, check.stdout
     assert home.cli("fsck", "--repair").returncode == 0
     similar.read_index(home.state)  # verifies again
     assert any(p.read_bytes() == damaged for p in (home.state / "quarantine").iterdir() if p.is_file())
     assert home.cli("fsck").returncode == 0
+
+
+def test_a_fingerprint_index_of_another_version_is_kept_in_quarantine_and_rebuilt_at_start(
+        home, videos, monkeypatch, caplog):
+    """Audit: the daemon overwrote a fingerprint index it could not verify, of another format
+    version too, in place. It is derived data, so rebuilding is right, but the old file is
+    moved to quarantine/ first, with a log line that names it and says why."""
+    import logging
+
+    from forgesyte.storage import fingerprints, recordlog
+    from forgesyte.storage.recovery import open_daemon_store
+    from tests.test_state_damage import fingerprinted_ids
+
+    build_state(home, videos, monkeypatch)
+    path = fingerprints.index_path(home.state)
+    foreign = recordlog.encode({"format": fingerprints.FORMAT, "version": 2}) + recordlog.encode(
+        {"job_id": "x", "vectors": [1, 2]})
+    path.write_bytes(foreign)
+    with caplog.at_level(logging.INFO, logger="forgesyte"):
+        store = open_daemon_store(home.state, home.output)
+    store.close()
+    text = caplog.text
+    assert ("similar/fingerprints.log has format version 2 and this ForgeSyte reads version 1; it is "
+            "derived data, rebuilt from the results documents: moved to quarantine/") in text, text
+    assert "rebuilt similar/fingerprints.log from the results documents" in text, text
+    assert [p.read_bytes() for p in (home.state / "quarantine").iterdir()] == [foreign]
+    assert {e["job_id"] for e in fingerprints.read_index(home.state)} == fingerprinted_ids(home)
+    assert home.cli("fsck").returncode == 0
+
+
+def test_doctor_makes_the_checks_of_fsck(home, videos, monkeypatch):
+    """Audit: `doctor` skipped the fingerprint index and the output folder, which fsck checks.
+    Both now call one check (storage/rebuild.py: stable_check): whatever fsck names, doctor names."""
+    from forgesyte.storage import fingerprints
+
+    expected = build_state(home, videos, monkeypatch)
+    path = fingerprints.index_path(home.state)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2] + b"garbage" + data[len(data) // 2 + 7:])
+    documents = sorted(home.output.rglob("results.json"))
+    documents[0].unlink()  # a finished job's results document is missing: a notice
+    ghost = json.loads(documents[1].read_bytes())  # a document of a job the store never heard of
+    ghost["job_id"] = ghost["job"]["id"] = "zzzzzzzzzzzzzzzzghost"
+    (home.output / "ghost").mkdir()
+    (home.output / "ghost" / "results.json").write_text(json.dumps(ghost))
+    fsck = json.loads(home.cli("fsck", "--json").stdout)
+    named = {(f["folder"], f["file"]) for f in fsck["problems"] + fsck["notices"]}
+    assert ("state", "similar/fingerprints.log") in named and ("output", "ghost/results.json") in named, named
+    assert len(named) == 3, named
+    doctor = home.cli("doctor")
+    no_traceback(doctor)
+    assert doctor.returncode == 1, doctor.stdout
+    assert "[warn] state: similar/fingerprints.log has 1 damaged line" in doctor.stdout, doctor.stdout
+    assert "[FAIL] (output) ghost/results.json belongs to job zzzzzzzzzzzzzzzzghost" in doctor.stdout
+    for folder, name in named:
+        assert (name if folder == "output" else f"state: {name}") in doctor.stdout, (name, doctor.stdout)
+    assert len(expected) == fsck["records"]
+
+
+@pytest.mark.parametrize("name", ["events.log", "events.1.log"])
+@pytest.mark.parametrize("header", [b"garbled\n", b'%08x {"format":"forgesyte-events","version":2}\n'])
+def test_cli_readers_name_a_damaged_event_log_relative_to_the_state_folder(home, videos, monkeypatch,
+                                                                            name, header):
+    """Audit: `events` named a damaged event log `events.log` (and the fingerprint index by its
+    absolute path): now each is named like every other state file, in one sentence."""
+    import zlib
+
+    from forgesyte.storage import fingerprints
+
+    build_state(home, videos, monkeypatch)
+    if header.startswith(b"%08x"):
+        body = header[5:-1]
+        header = b"%08x " % zlib.crc32(body) + body + b"\n"
+    path = home.state / "events" / name
+    path.write_bytes(header + path.read_bytes().split(b"\n", 1)[1])
+    proc = home.cli("events")
+    no_traceback(proc)
+    problem = ("has format version 2 and this ForgeSyte reads version 1" if b"version" in header
+               else "does not start with its ForgeSyte header")
+    assert proc.returncode == 1 and proc.stderr.startswith(f"The state file events/{name} {problem}; "), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and str(home.state) not in proc.stderr
+    # and the fingerprint index: `similar` answers from the results documents, saying so once
+    index = fingerprints.index_path(home.state)
+    index.write_bytes(index.read_bytes()[:-9])
+    some = next(e for e in json.loads(home.cli("list", "--limit", "100", "--json").stdout)
+                if "fingerprint" in e["plugins"] and e["status"] == "completed")
+    answer = home.cli("similar", some["id"], "--json")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stderr.startswith("The state file similar/fingerprints.log is damaged at byte "), answer.stderr
+    assert len(answer.stderr.strip().splitlines()) == 1 and str(home.state) not in answer.stderr
