@@ -600,3 +600,31 @@ def test_the_accepted_attempt_replaces_an_earlier_attempts_files(tmp_path):
     assert not (output / ".forgesyte-cluster" / "attempts" / "job.2").exists()
     assert not (output / ".forgesyte-cluster" / "trash" / "job.2").exists()
     assert clusterstage.publish(output, "job", 3, folder) is False  # nothing staged: nothing moved
+
+
+def test_a_worker_that_cannot_join_says_so_once(cluster, home):
+    """The scheduler refuses a second worker under a name it already has (a copied unit, a
+    restart it has not noticed yet); the worker retries every 2 s. That ongoing condition
+    is logged when it starts and when it ends (conditions.py), not once per retry."""
+    home.inbox.mkdir(parents=True)
+    home.output.mkdir(parents=True)
+    clustermarker.write(home.inbox, home.output, __version__, {}, 60, None)
+    cluster.start_scheduler()
+    first = cluster.start_worker()
+    command = cluster.worker_command()
+    command[command.index("--name") + 1] = "w0"  # the first worker's name
+    second = cluster.start_worker(command=command, ready=False)
+    log = home.root / "worker-1.log"
+    wait_until(lambda: "could not join the scheduler" in log.read_text(), 90, "the first refusal")
+    time.sleep(5)  # nothing to wait for: the retries meanwhile are what must stay silent
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0
+    cluster.ready(second)  # the name is free: it joins
+    text = log.read_text()
+    assert text.count("could not join the scheduler") == 1, text
+    assert text.count("connecting to the Dask scheduler") == 1, text
+    assert "name taken" in text and "Unable to connect" not in text, text  # Dask's own line per retry: off
+    joined = [line for line in text.splitlines() if "joined the scheduler" in line]
+    assert len(joined) == 1 and int(joined[0].split(" after ")[1].split()[0]) >= 2, text
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=30) == 0

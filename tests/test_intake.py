@@ -255,20 +255,30 @@ def test_pending_job_whose_input_vanished_fails_with_a_sentence(home, videos, tm
 
 
 def test_inputs_missing_from_an_empty_inbox_wait_instead_of_failing(home, videos, tmp_path):
-    """An emptied inbox looks like an unmounted share: pending jobs wait, nothing fails."""
+    """An emptied inbox looks like an unmounted share: pending jobs wait, nothing fails.
+    The condition is logged once (conditions.py), not once per job that waits for it."""
     hold = gated(home, tmp_path)
     proc = home.start("--plugins", "gate", "--workers", "1")
     unique_copy(videos, home.inbox / "x.mp4", "x")
     home.wait_status("x.mp4", ("running",))
-    unique_copy(videos, home.inbox / "y.mp4", "y")
-    home.wait_status("y.mp4", ("pending",))
-    for name in ("x.mp4", "y.mp4"):
+    waiting = [f"y{i}.mp4" for i in range(3)]
+    for name in waiting:
+        unique_copy(videos, home.inbox / name, name)
+        home.wait_status(name, ("pending",))
+    for name in ("x.mp4", *waiting):
         (home.inbox / name).unlink()
     hold.unlink()
+    # With its one worker free, the daemon looks at all three in one dispatch turn: the
+    # warning, once there, is there for all of them.
     wait_until(lambda: "the inbox is empty" in home.log_text(), 15, "the empty-inbox warning")
-    assert home.json("show", "y.mp4")["status"] == "pending"
+    for name in waiting:
+        job = home.json("show", name)
+        assert (job["status"], job["attempts"]) == ("pending", 0), job
     unique_copy(videos, home.inbox / "z.mp4", "z")  # the inbox has content again
-    assert home.wait_status("y.mp4")["status"] == "failed"
+    for name in waiting:
+        assert home.wait_status(name)["status"] == "failed"
+    assert home.log_text().count("the inbox is empty") == 1, home.log_text()  # three jobs, one line
+    assert "the inbox has files again" in home.log_text()
     assert home.wait_status("z.mp4")["status"] == "completed"
     assert home.stop(proc) == 0
 

@@ -26,6 +26,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from forgesyte.conditions import Condition
 from forgesyte.daemon import clustermarker
 from forgesyte.daemon.clustermarker import NotShared
 from forgesyte.daemon.executor import Done, Progress
@@ -315,10 +316,13 @@ async def _serve(address: str, host: ChainHost, nprocs: int, resource: str, name
         loop.add_signal_handler(sig, stop.set)
     supervision = _plugin_class()
     announced_wait = False
+    # Logged when it starts, as a reminder, and when it ends: never once per 2 s retry.
+    unreachable = Condition("scheduler-unreachable", log, level=logging.ERROR)
+    failures, first_failure = 0, 0.0
     while not stop.is_set() and host.fatal is None:
         worker = Worker(address, nthreads=nprocs, resources={resource: nprocs}, memory_limit=0,
                         name=name, plugins=(supervision(host),), dashboard=False)
-        if not announced_wait:
+        if not announced_wait and not failures:
             log.info("connecting to the Dask scheduler at %s", address)
         starting = asyncio.ensure_future(worker.start())
         stopping = asyncio.ensure_future(stop.wait())
@@ -331,12 +335,17 @@ async def _serve(address: str, host: ChainHost, nprocs: int, resource: str, name
         try:
             starting.result()
         except Exception as exc:
-            log.error("could not join the scheduler at %s (%s); retrying", address, exc)
+            failures, first_failure = failures + 1, first_failure or loop.time()
+            unreachable.report(f"could not join the scheduler at {address} ({_root_cause(exc)}); "
+                               "retrying every 2 s")
             await worker.close(timeout=5)
             await asyncio.sleep(2)
             continue
         host.address = worker.address
         announced_wait = False
+        unreachable.clear(f"joined the scheduler at {address} after {failures} failed attempts "
+                          f"({loop.time() - first_failure:.0f} s)")
+        failures, first_failure = 0, 0.0
         log.info("ready: worker %s of scheduler %s, %d job slots, inbox %s, output %s",
                  worker.address, address, nprocs, host.inbox, host.output)
         print(f"ForgeSyte worker {worker.address} is running jobs for {address}", flush=True)
@@ -366,6 +375,20 @@ async def _serve(address: str, host: ChainHost, nprocs: int, resource: str, name
             await asyncio.sleep(0.05)
         await worker.close(timeout=10)
     host.stopping = True
+
+
+def _root_cause(exc: BaseException) -> str:
+    """Dask wraps the scheduler's answer ("name taken, w0") in "Worker failed to start."."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    return str(exc).strip().rstrip(".") or type(exc).__name__
+
+
+class _SaidOnce(logging.Filter):
+    """Dask's own line per failed join: `could not join the scheduler` says it, rate-limited."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unable to connect to scheduler")
 
 
 def preflight(inbox: Path, output: Path) -> tuple[clustermarker.Identity, dict[str, dict[str, Any]]]:
@@ -432,3 +455,4 @@ def _quiet_dask(level: int) -> None:
     dask_level = logging.DEBUG if level <= logging.DEBUG else logging.WARNING
     for name in ("distributed", "distributed.worker", "distributed.core", "distributed.nanny"):
         logging.getLogger(name).setLevel(dask_level)
+    logging.getLogger("distributed.worker").addFilter(_SaidOnce())

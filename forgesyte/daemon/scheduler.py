@@ -52,6 +52,7 @@ class Scheduler:
         self._next_prune = 0.0
         self.disk = OutputGate(results.root)  # a full or read-only output pauses dispatch (diskspace.py)
         self._store_trouble = Condition("state-write", log, level=logging.ERROR)  # logged once, not per try
+        self._inbox_empty_parked = Condition("inbox-empty", log, level=logging.ERROR)  # once, not per job
 
     # -- the store's writes ----------------------------------------------------
     def flush(self, force: bool = False) -> None:
@@ -140,6 +141,8 @@ class Scheduler:
         if self.parked and not self._inbox_empty():
             for job_id in self.parked:
                 self.pending[job_id] = None
+            self._inbox_empty_parked.clear(f"the inbox has files again; {len(self.parked)} jobs that "
+                                           "waited for it are dispatched")
             self.parked.clear()
         while self.executor.free_slots() > 0 and self.pending:
             job_id = next(iter(self.pending))
@@ -162,9 +165,12 @@ class Scheduler:
         except FileNotFoundError:
             if self._inbox_empty():
                 # All inputs gone at once looks like an unmounted share, not a deletion.
-                log.error("job %s %s: input missing and the inbox is empty (unmounted?); "
-                          "the job stays pending", job_id, job["input"])
                 self.parked.append(job_id)
+                log.debug("job %s %s: input missing and the inbox is empty; parked", job_id, job["input"])
+                self._inbox_empty_parked.report(
+                    f"inputs of pending jobs are missing and the inbox is empty (unmounted?), e.g. job "
+                    f"{job_id}; such jobs stay pending until the inbox has files again",
+                    jobs=len(self.parked))
                 return True
             self.finish(job_id, FAILED, None,
                         f"The input file {job['input']} disappeared before it was processed.")
