@@ -628,3 +628,30 @@ def test_a_worker_that_cannot_join_says_so_once(cluster, home):
     assert len(joined) == 1 and int(joined[0].split(" after ")[1].split()[0]) >= 2, text
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=30) == 0
+
+
+def test_software_that_changes_after_the_worker_started_is_refused_before_the_job(cluster, home, videos, tmp_path):
+    """The daemon is upgraded (here: a plugin's version, then SIGHUP) while a worker runs the
+    old one: the worker refuses the next job before running it (exit 2, one sentence naming
+    the plugin), the job goes back to pending without using an attempt, and a worker with
+    the same software takes it."""
+    home.extra_env["FORGESYTE_TEST_SLOW"] = "0.2"
+    cluster.start_scheduler()
+    daemon = cluster.start_daemon()
+    old = cluster.start_worker()
+    module = tmp_path / "clusterplugins" / "cluster_test_plugins.py"
+    module.write_text(module.read_text().replace('name = "slow"\n    version = "1.0"', 'name = "slow"\n    version = "2.0"'))
+    daemon.send_signal(signal.SIGHUP)
+    wait_until(lambda: home.log_text().count("marker written") == 2, 60, "the daemon to reload")
+    _drop(home, videos, "slow/a.mp4")
+    assert old.wait(timeout=60) == 2
+    worker_log = (home.root / "worker-0.log").read_text()
+    assert "Plugin 'slow' is version 1.0 on this worker but 2.0 on the daemon." in worker_log, worker_log
+    assert "Traceback" not in worker_log and not cluster.notes("start")  # refused before running
+    job = wait_until(lambda: (lambda j: j if j and j["status"] == "pending" and "refused" in home.log_text()
+                              else None)(_show(home, "slow/a.mp4")), 30, "the job to go back to pending")
+    assert job["attempts"] == 0, job
+    cluster.start_worker()  # upgraded too
+    job = home.wait_status("slow/a.mp4", timeout=90)
+    assert job["status"] == "completed" and job["attempts"] == 1, (job, cluster.logs())
+    assert home.stop(daemon) == 0
