@@ -123,7 +123,9 @@ def _request(home) -> Path:
     path = home.state / "requests" / "0123456789abcdef0123456789abcdef.json"
     if not path.exists():
         path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps({"op": "why", "key": "cam0/clip000.webm"}) + "\n")
+        from forgesyte.daemon.mailbox import encode_request
+
+        path.write_bytes(encode_request({"op": "why", "key": "cam0/clip000.webm"}))
     return path
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 
 import pytest
 
@@ -142,8 +144,68 @@ def test_junk_among_requests_while_the_daemon_runs_is_not_a_request(home, videos
     assert answer.returncode == 1 and "not failed" in answer.stderr, answer.stderr
     assert proc.poll() is None, home.log_text()
     assert (requests / "dir.json").is_dir()  # left for recovery to quarantine at the next start
+    # a document that is not a verified request was answered and kept, not obeyed or deleted
+    assert not (requests / "list.json").exists()
+    assert any(p.name.endswith("requests_list.json") for p in (home.state / "quarantine").iterdir())
     assert home.stop(proc) == 0
     assert "Traceback" not in home.log_text()
+
+
+@pytest.mark.parametrize("content", [
+    b'{"op": "retry", "job": "x.mp4"}\n',  # plain JSON: a garble that parses, or an older CLI
+    b"garbage\x00\xff",
+    "checksum",  # a real request with one byte of its body changed
+    "version",  # a request from another version of ForgeSyte
+], ids=["plain-json", "garbage", "checksum", "version"])
+def test_a_request_that_does_not_verify_is_answered_never_obeyed_and_kept(tmp_path, content):
+    """Requests are state files too (issue 10, item 1): a request that is not a verified
+    forgesyte-request document of this version is answered with a sentence naming it, its
+    handler never runs, and the file goes to quarantine/ instead of being deleted."""
+    from forgesyte.daemon import mailbox
+
+    state = tmp_path / "state"
+    (state / "requests").mkdir(parents=True)
+    if content == "checksum":
+        raw = bytearray(mailbox.encode_request({"op": "retry", "job": "x.mp4"}))
+        raw[-3] ^= 0x01
+        content = bytes(raw)
+    elif content == "version":
+        content = encode_document(mailbox.REQUEST_FORMAT, mailbox.MAILBOX_VERSION + 1, {"op": "retry"})
+    (state / "requests" / "r1.json").write_bytes(content)
+    obeyed = []
+    assert mailbox.serve(state, lambda request: obeyed.append(request) or {"ok": True}) == 1
+    assert obeyed == []
+    from forgesyte.storage.tinystore import decode_document
+
+    reply = decode_document((state / "requests" / "r1.reply").read_bytes(), "r1.reply",
+                            mailbox.REPLY_FORMAT, mailbox.MAILBOX_VERSION)
+    assert reply["ok"] is False and "requests/r1.json" in reply["error"], reply
+    assert "\n" not in reply["error"] and "Traceback" not in reply["error"]
+    assert not (state / "requests" / "r1.json").exists()
+    kept = [p for p in (state / "quarantine").iterdir() if p.name.endswith("requests_r1.json")]
+    assert [p.read_bytes() for p in kept] == [content]
+
+
+def test_a_verified_request_is_obeyed_and_answered(tmp_path):
+    from forgesyte.daemon import mailbox
+
+    state = tmp_path / "state"
+    state.mkdir()
+    served = []
+
+    def daemon():
+        deadline = time.monotonic() + 10
+        while not served and time.monotonic() < deadline:
+            if mailbox.serve(state, lambda request: {"ok": True, "echo": request}):
+                served.append(True)
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=daemon)
+    thread.start()
+    answer = mailbox.send(state, {"op": "retry", "job": "caf\u00e9.mp4"}, timeout=10)
+    thread.join()
+    assert answer == {"ok": True, "echo": {"op": "retry", "job": "caf\u00e9.mp4"}}
+    assert list((state / "requests").iterdir()) == []
 
 
 @pytest.mark.parametrize("which", ["manifest", "chunk", "journal"])

@@ -11,11 +11,16 @@ systemd with PrivateUsers=yes, where root is just "nobody" to the daemon). So
 a request is handed to the state folder's owner (root can chown; anyone else
 makes it group- or world-readable inside the 0750 folder), and the reply is
 as readable as the request was.
+
+Requests and replies are state files like any other: each is a checksummed,
+versioned document (storage/tinystore.py: a header line with format, version,
+length and CRC-32, then the JSON body), written whole or not at all. A request
+that does not verify (garbled, cut, another version of ForgeSyte) is answered
+with a sentence and moved to quarantine/, never obeyed and never deleted.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import stat
@@ -26,8 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from forgesyte.storage.atomic import ShortWrite, fsync_dir, write_all
+from forgesyte.storage.errors import StateDamaged, UnknownFormat
+from forgesyte.storage.tinystore import decode_document, encode_document
 
 REQUESTS_DIR = "requests"
+REQUEST_FORMAT, REPLY_FORMAT, MAILBOX_VERSION = "forgesyte-request", "forgesyte-reply", 1
 
 log = logging.getLogger("forgesyte.daemon")
 
@@ -54,7 +62,19 @@ def _dir(state_dir: Path | str) -> Path:
     return path
 
 
-def _write(path: Path, document: Any, mode: int, owner: tuple[int, int] | None = None) -> int:
+def encode_request(request: dict[str, Any]) -> bytes:
+    return encode_document(REQUEST_FORMAT, MAILBOX_VERSION, request)
+
+
+def decode_request(raw: bytes, name: str) -> dict[str, Any]:
+    """The verified request; StateDamaged or UnknownFormat (a sentence naming `name`) otherwise."""
+    request = decode_document(raw, name, REQUEST_FORMAT, MAILBOX_VERSION)
+    if not isinstance(request, dict):
+        raise StateDamaged(name, "is not a request (not a JSON object)")
+    return request
+
+
+def _write(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None = None) -> int:
     """Atomically write `document` with exactly `mode` (not the umask's), handed to `owner`.
     Every byte is checked written before the rename (OSError otherwise, e.g. ENOSPC), so
     neither side ever reads half a request or half a reply.
@@ -62,7 +82,6 @@ def _write(path: Path, document: Any, mode: int, owner: tuple[int, int] | None =
     Returns the mode the file got: without root, the owner cannot be changed,
     and a file the daemon's group cannot read is made world-readable instead.
     """
-    data = json.dumps(document, ensure_ascii=False).encode("utf-8") + b"\n"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # a dot: serve() never picks it up
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -99,7 +118,7 @@ def send(state_dir: Path | str, request: dict[str, Any], timeout: float = 15.0) 
     owner = os.stat(state_dir)
     hand_to = None if owner.st_uid == os.geteuid() else (owner.st_uid, owner.st_gid)
     try:
-        _write(folder / f"{rid}.json", request, 0o640, hand_to)
+        _write(folder / f"{rid}.json", encode_request(request), 0o640, hand_to)
     except OSError as exc:
         raise MailboxError(f"The request to the daemon could not be written to {REQUESTS_DIR}/ in the state "
                            f"folder ({exc.strerror or exc}).") from None
@@ -108,11 +127,17 @@ def send(state_dir: Path | str, request: dict[str, Any], timeout: float = 15.0) 
     while time.monotonic() < deadline:
         try:
             with open(reply, "rb") as fh:
-                answer = json.load(fh)
+                raw = fh.read()
         except FileNotFoundError:
             time.sleep(0.05)
             continue
         os.unlink(reply)
+        try:
+            answer = decode_document(raw, f"{REQUESTS_DIR}/{reply.name}", REPLY_FORMAT, MAILBOX_VERSION)
+        except (StateDamaged, UnknownFormat) as exc:
+            raise MailboxError(f"The daemon's reply could not be read: {exc}") from None
+        if not isinstance(answer, dict):
+            raise MailboxError("The daemon's reply could not be read: it is not a JSON object.")
         return answer
     try:
         os.unlink(folder / f"{rid}.json")
@@ -134,24 +159,33 @@ def serve(state_dir: Path | str, handle: Callable[[dict[str, Any]], dict[str, An
         except OSError:
             continue
         rid = entry.name[: -len(".json")]
-        mode = 0o640
+        rel = f"{REQUESTS_DIR}/{entry.name}"
+        mode, damaged = 0o640, None
         try:
             with open(entry.path, "rb") as fh:
                 # The reply is as readable as the request: a requester that could
                 # not hand its request to us reads our answer as "other".
                 mode |= stat.S_IMODE(os.fstat(fh.fileno()).st_mode) & 0o004
-                request = json.load(fh)
-            if not isinstance(request, dict):
-                raise ValueError("not a JSON object")
+                raw = fh.read()
+            request = decode_request(raw, rel)
+        except (StateDamaged, UnknownFormat) as exc:
+            damaged = str(exc)
+            answer = {"ok": False, "error": f"The request could not be read: {damaged}"}
+        except OSError as exc:
+            answer = {"ok": False, "error": f"The request could not be read ({exc.strerror or exc})."}
+        else:
             answer = handle(request)
-        except (OSError, ValueError) as exc:
-            answer = {"ok": False, "error": f"The request could not be read ({exc})."}
         try:
-            _write(folder / f"{rid}.reply", answer, mode)
+            _write(folder / f"{rid}.reply", encode_document(REPLY_FORMAT, MAILBOX_VERSION, answer), mode)
         except OSError as exc:  # a full disk: the request was handled; its sender times out with a sentence
             log.warning("could not write the reply to request %s (%s)", rid, exc.strerror or exc)
         try:
-            os.unlink(entry.path)
+            if damaged is not None:  # never obeyed, never deleted: kept for whoever wants to look
+                from forgesyte.storage.recovery import quarantine
+
+                quarantine(Path(state_dir), rel, "is not a request this daemon can read")
+            else:
+                os.unlink(entry.path)
         except OSError:
             pass
         handled += 1

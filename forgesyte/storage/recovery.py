@@ -45,6 +45,7 @@ from forgesyte.storage.events import VERSION as EVENTS_VERSION
 from forgesyte.storage.ids import utc_now
 from forgesyte.storage.index import INDEX_DIR, Index, IndexDamaged
 from forgesyte.storage.snapshot import V1_FILE, Snapshot, journal_path, read_snapshot
+from forgesyte.storage.tinystore import decode_document
 
 log = logging.getLogger("forgesyte.storage")
 
@@ -261,12 +262,12 @@ def _inspect_requests(state_dir: Path, result: Inspection) -> None:
 
 
 def _loads(path: Path) -> bool:
-    import json
-
+    """A request the daemon can read: a verified forgesyte-request document holding an object
+    (the format daemon/mailbox.py writes; spelt out here because storage imports no daemon)."""
     try:
         with open(path, "rb") as fh:
-            return isinstance(json.load(fh), dict)
-    except (OSError, ValueError):
+            return isinstance(decode_document(fh.read(), path.name, "forgesyte-request", 1), dict)
+    except (OSError, StateDamaged, UnknownFormat):
         return False
 
 
