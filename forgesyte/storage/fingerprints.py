@@ -48,12 +48,7 @@ def problem_of(state_dir: Path | str, whole: bool = True) -> str | None:
     header and the last 64 KB (the daemon's start; the first append reads it all)."""
     path = index_path(state_dir)
     try:
-        with open(path, "rb") as fh:
-            first = fh.readline()
-            size = fh.seek(0, os.SEEK_END)
-            start = 0 if whole or size <= 65536 else size - 65536
-            fh.seek(start)
-            raw = fh.read()
+        first, raw, start = recordlog.head_and_tail(path, whole)
     except FileNotFoundError:
         return None
     except OSError as exc:

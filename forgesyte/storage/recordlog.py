@@ -160,6 +160,19 @@ def scan_all(raw: bytes, needle: bytes | None = None) -> Scan:
     return result
 
 
+def head_and_tail(path: Path | str, whole: bool, tail: int = 65536) -> tuple[bytes, bytes, int]:
+    """(first line, bytes from `start` to the end, start) of a log: all of it when `whole`,
+    else the header line and the last `tail` bytes (what a writer's open looks at: a long
+    log is history, and its end is where a crash leaves a torn record). OSError as open
+    raises it (FileNotFoundError: no log yet)."""
+    with open(path, "rb") as fh:
+        first = fh.readline()
+        size = fh.seek(0, os.SEEK_END)
+        start = 0 if whole or size <= tail else size - tail
+        fh.seek(start)
+        return first, fh.read(), start
+
+
 def check_header(name: str, record: dict[str, Any] | None, fmt: str, version: int) -> None:
     """The first record must name this format and a version we read."""
     if record is None or record.get("format") != fmt:

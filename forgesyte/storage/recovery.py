@@ -221,12 +221,7 @@ def _inspect_events(state_dir: Path, result: Inspection, whole: bool) -> None:
         path = state_dir / EVENTS_DIR / name
         rel = f"{EVENTS_DIR}/{name}"
         try:
-            with open(path, "rb") as fh:
-                first = fh.readline()
-                size = fh.seek(0, os.SEEK_END)
-                start = 0 if whole or size <= 65536 else size - 65536
-                fh.seek(start)
-                raw = fh.read()
+            first, raw, start = recordlog.head_and_tail(path, whole)
         except FileNotFoundError:
             continue
         except OSError as exc:
