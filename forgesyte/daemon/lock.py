@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from forgesyte.storage.atomic import pwrite_all
 from forgesyte.storage.jobs import utc_now
 
 LOCK_NAME = "daemon.lock"
@@ -40,7 +41,7 @@ class StateLock:
         if owner == "daemon":
             info = json.dumps({"pid": os.getpid(), "since": utc_now()}).encode()
             os.ftruncate(fd, 0)
-            os.pwrite(fd, info, 0)
+            pwrite_all(fd, info)  # every byte or an error: `status` never reads half a pid
             os.fsync(fd)
         return True
 
@@ -55,7 +56,7 @@ class StateLock:
             data = {}
         data.update(fields)
         info = json.dumps(data).encode()
-        os.pwrite(self._fd, info, 0)
+        pwrite_all(self._fd, info)
         os.ftruncate(self._fd, len(info))
 
     def release(self) -> None:

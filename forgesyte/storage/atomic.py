@@ -34,6 +34,16 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def pwrite_all(fd: int, data: bytes, offset: int = 0) -> None:
+    """os.pwrite until everything is written at `offset`; a write that makes no progress raises."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise ShortWrite()
+        view, offset = view[written:], offset + written
+
+
 def fsync_dir(directory: Path | str) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
