@@ -1,7 +1,7 @@
 """An existing library lands at once: N small videos already in the inbox at start.
 
     .venv/bin/python bench/backlog.py [--sizes 1000,20000] [--huge] [--store] [--restart]
-                                      [--intake] [--no-daemon] [--limit-s 900] [--cache DIR]
+                                      [--intake] [--no-daemon] [--runs 3] [--limit-s 900] [--cache DIR]
 
 Daemon side. For each N (same run, so the ratio compares like with like):
 a fresh state and output folder, the inbox pointed at a cached library of N
@@ -195,22 +195,39 @@ def _row(r: dict, base: float) -> str:
 
 
 def daemon_side(args, cache: Path, sizes: list[int]) -> None:
-    base = None
-    rows = []
-    for n in sizes:
-        inbox = library(cache, n)
-        print(f"N = {n:,}: running ...", flush=True)
-        run = Run(inbox, n, args.settle)
-        try:
-            result = run.go(args.limit_s)
-        finally:
-            run.cleanup()
-        base = base or result["rate"]
-        rows.append(_row(result, base))
-        print(HEADER + "\n" + rows[-1], flush=True)
+    """`--runs` rounds; each round runs every size once, in order, so the ratio to the first
+    size compares runs made under the same load. The last table holds the medians over
+    rounds (the ratio: the median of each round's ratio)."""
+    per_size: dict[int, list[dict]] = {n: [] for n in sizes}
+    for round_no in range(args.runs):
+        base = None
+        for n in sizes:
+            inbox = library(cache, n)
+            print(f"round {round_no + 1}/{args.runs}, N = {n:,}: running ...", flush=True)
+            run = Run(inbox, n, args.settle)
+            try:
+                result = run.go(args.limit_s)
+            finally:
+                run.cleanup()
+            base = base or result["rate"]
+            result["ratio"] = result["rate"] / base
+            per_size[n].append(result)
+            print(HEADER + "\n" + _row(result, result["rate"] / result["ratio"]), flush=True)
     print()
+    print(f"median of {args.runs} run(s) per size")
     print(HEADER)
-    print("\n".join(rows), flush=True)
+    for n in sizes:
+        runs = per_size[n]
+        merged = dict(runs[0])
+        for key in ("first_done", "registered", "all_done", "rate", "rss_mb", "ratio"):
+            merged[key] = median([r[key] for r in runs])
+        merged["completed"] = min(r["completed"] for r in runs)
+        merged["failed"] = sum(r["failed"] for r in runs)
+        print(_row(merged, merged["rate"] / merged["ratio"]), flush=True)
+    for n in sizes:
+        print(f"  N = {n:,}: first done " + ", ".join(f"{r['first_done']:.2f}" for r in per_size[n])
+              + " s; rate " + ", ".join(f"{r['rate']:.0f}" for r in per_size[n]) + "/s; RSS "
+              + ", ".join(f"{r['rss_mb']:.0f}" for r in per_size[n]) + " MB", flush=True)
 
 
 def restart_side(args, cache: Path, sizes: list[int], completions: int = 500) -> None:
@@ -385,6 +402,8 @@ def main() -> None:
                         help="also: the intake's own cost per file, in-process")
     parser.add_argument("--no-daemon", action="store_true",
                         help="skip the fresh-start daemon runs (--restart still runs its own)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="rounds of the fresh-start runs (medians are reported)")
     parser.add_argument("--settle", type=float, default=2.0, help="settle window (default: the daemon's)")
     parser.add_argument("--limit-s", type=float, default=900.0, help="give up on one size after this long")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get(
