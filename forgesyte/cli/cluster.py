@@ -51,6 +51,9 @@ def worker(ctx: click.Context, scheduler: str | None, nprocs: int | None, name: 
     except ImportError as exc:
         raise ConfigFailure(f"forgesyte worker needs the cluster extra "
                             f"(pip install 'forgesyte[cluster]'): {exc}.") from None
+    problem = clusterworker.tls_problem(settings.scheduler, "worker")
+    if problem:
+        raise ConfigFailure(problem)
     from forgesyte.daemon.systemd import configure_logging
 
     level = getattr(logging, log_level.upper())

@@ -46,7 +46,7 @@ from typing import Any
 from forgesyte import __version__
 from forgesyte.config import ConfigError, Settings
 from forgesyte.daemon import clustermarker, clusterstage
-from forgesyte.daemon.clusterworker import TOPIC, lost, requeue, resource_name, run_task
+from forgesyte.daemon.clusterworker import TOPIC, lost, requeue, resource_name, run_task, tls_problem
 from forgesyte.daemon.executor import Done, Event, Progress, Task
 
 log = logging.getLogger("forgesyte.cluster")
@@ -87,6 +87,9 @@ class DaskExecutor:
         except ImportError:
             raise ConfigError("Running jobs on a Dask cluster needs the cluster extra: "
                               "pip install 'forgesyte[cluster]'.") from None
+        problem = tls_problem(settings.scheduler, "client")
+        if problem:
+            raise ConfigError(problem)
         self.settings = settings
         self.address = settings.scheduler
         self.identity = self._write_marker(available)

@@ -437,6 +437,38 @@ def serve(address: str, inbox: Path, output: Path, nprocs: int, log_level: int,
     return 0
 
 
+def tls_problem(address: str, role: str) -> str | None:
+    """For a tls:// scheduler address: one sentence when Dask's configuration does not give
+    this process (`role`: "client" for the daemon, "worker" for a worker) the cluster's CA
+    and a certificate and key it can load; None when it does, or for another scheme.
+
+    Checked at start, as bad configuration (exit 2): the configuration cannot change while
+    the process runs, so retrying every 2 s could never succeed. (A certificate that another
+    CA signed loads fine here; only the scheduler can refuse it.)"""
+    if not address.startswith("tls://"):
+        return None
+    import dask
+    from distributed.security import Security
+
+    for setting in ("ca-file", f"{role}.cert", f"{role}.key"):
+        path = dask.config.get(f"distributed.comm.tls.{setting}", None)
+        if isinstance(path, str) and "\n" not in path and not os.access(path, os.R_OK):
+            return (f"The TLS file {path} (Dask setting distributed.comm.tls.{setting}) for the "
+                    f"scheduler at {address} does not exist or is not readable by this user.")
+    try:
+        context = Security().get_connection_args(role).get("ssl_context")
+    except (OSError, ValueError) as exc:  # a missing or unreadable file, a PEM that is not one
+        return (f"The TLS certificate configured for the Dask scheduler at {address} cannot be "
+                f"loaded: {str(exc).strip().rstrip('.')}.")
+    if context is None:
+        return (f"The scheduler address {address} needs TLS, but Dask's configuration gives this "
+                f"{'daemon' if role == 'client' else 'worker'} no certificate: set "
+                f"distributed.comm.tls.ca-file, distributed.comm.tls.{role}.cert and "
+                f"distributed.comm.tls.{role}.key (in distributed.yaml, or as "
+                "DASK_DISTRIBUTED__COMM__TLS__... environment variables).")
+    return None
+
+
 def resource_name(cluster: str) -> str:
     """The Dask resource a worker of this cluster advertises and every job of it needs:
     jobs go only to forgesyte workers whose folders carry this cluster's marker."""
