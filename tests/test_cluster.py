@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Home, wait_until
+from tests.conftest import Home, register_test_plugin, wait_until
 
 try:
     import distributed  # noqa: F401
@@ -165,13 +165,14 @@ class Cluster:
         self.scheduler: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
 
-    def start_scheduler(self, **config: str) -> None:
-        """`config`: Dask settings for the scheduler, e.g. WORKER_TTL="3s"."""
+    def start_scheduler(self, *args: str, host: str = "127.0.0.1", **config: str) -> None:
+        """`args`: more `dask scheduler` options (e.g. --tls-cert); `config`: Dask settings
+        for the scheduler, e.g. WORKER_TTL="3s"."""
         log = open(self.home.root / "scheduler.log", "ab")
         env = {**os.environ, **{f"DASK_DISTRIBUTED__SCHEDULER__{k}": v for k, v in config.items()}}
         self.scheduler = subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-             "--port", str(self.port), "--no-dashboard"],
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", host,
+             "--port", str(self.port), "--no-dashboard", *args],
             stdout=log, stderr=log, env=env, start_new_session=True)
         # Not waited for: the daemon and the workers each wait for it (and must).
 
@@ -655,3 +656,191 @@ def test_software_that_changes_after_the_worker_started_is_refused_before_the_jo
     job = home.wait_status("slow/a.mp4", timeout=90)
     assert job["status"] == "completed" and job["attempts"] == 1, (job, cluster.logs())
     assert home.stop(daemon) == 0
+
+
+# -- TLS, as README "Security" says to set it up -----------------------------------------------
+
+_OPENSSL_CNF = """
+[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[node]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth, clientAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+"""
+
+# README "Security", verbatim but for the paths.
+_README_DISTRIBUTED_YAML = """\
+distributed:
+  comm:
+    require-encryption: true
+    tls:
+      ca-file: {ca}
+      client: {{cert: {cert}, key: {key}}}
+      worker: {{cert: {cert}, key: {key}}}
+"""
+
+
+def _make_pki(folder: Path) -> Path:
+    """A throwaway cluster CA with certificates it signed for the scheduler and for the nodes
+    (daemon and workers), and a stranger: a certificate from a CA of its own. The openssl
+    binary makes them (`cryptography`, which Security.temporary needs, is not a dependency)."""
+    folder.mkdir()
+    (folder / "openssl.cnf").write_text(_OPENSSL_CNF)
+
+    def openssl(*args: str) -> None:
+        proc = subprocess.run(["openssl", *args], cwd=folder, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, f"openssl {' '.join(args)}: {proc.stderr}"
+
+    newkey = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    for ca in ("ca", "stranger-ca"):
+        openssl("req", "-x509", "-new", "-config", "openssl.cnf", "-extensions", "ca", *newkey,
+                "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN=forgesyte test {ca}")
+    for serial, (name, ca) in enumerate((("scheduler", "ca"), ("node", "ca"), ("stranger", "stranger-ca")), 1):
+        openssl("req", "-new", "-config", "openssl.cnf", *newkey, "-keyout", f"{name}.key",
+                "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+                "-set_serial", str(serial), "-days", "2", "-extfile", "openssl.cnf", "-extensions", "node",
+                "-out", f"{name}.pem")
+    return folder
+
+
+def _dask_yaml(folder: Path, ca: Path, cert: Path, key: Path) -> Path:
+    """A DASK_CONFIG folder holding the README's distributed.yaml (as /etc/dask would)."""
+    folder.mkdir()
+    (folder / "distributed.yaml").write_text(_README_DISTRIBUTED_YAML.format(ca=ca, cert=cert, key=key))
+    return folder
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None,
+                    reason="needs the openssl binary to make a throwaway CA and certificates")
+def test_tls_as_the_readme_documents_it(cluster, home, videos, tmp_path):
+    """README "Security": a scheduler started with --tls-ca-file/--tls-cert/--tls-key, tls://
+    addresses everywhere, and the certificates given through Dask's configuration with
+    require-encryption on: the daemon through DASK_DISTRIBUTED__COMM__... variables, a worker
+    through the README's distributed.yaml. A job runs on that worker. A daemon or a worker
+    without a certificate stops at start (exit 2, one sentence: bad configuration); a worker
+    whose certificate another CA signed fails the handshake, never joins, takes nothing."""
+    pki = _make_pki(tmp_path / "pki")
+    cluster.address = f"tls://127.0.0.1:{cluster.port}"
+    cluster.start_scheduler("--tls-ca-file", str(pki / "ca.pem"), "--tls-cert", str(pki / "scheduler.pem"),
+                            "--tls-key", str(pki / "scheduler.key"), host="tls://127.0.0.1")
+    plain = {k: v for k, v in home.env().items() if not k.startswith("DASK_")}
+    bare = subprocess.run([sys.executable, "-m", "forgesyte", "run", "--scheduler", cluster.address],
+                          env=plain, capture_output=True, text=True, timeout=60)
+    last = bare.stderr.splitlines()[-1]  # the sentence; "stopped" logged before it
+    assert bare.returncode == 2 and "gives this daemon no certificate" in last, bare.stderr
+    assert "Traceback" not in bare.stderr, bare.stderr
+    home.extra_env.update({
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "true",
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(pki / "ca.pem"),
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(pki / "node.pem"),
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(pki / "node.key"),
+        "DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT": str(pki / "node.pem"),
+        "DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY": str(pki / "node.key"),
+    })
+    daemon = cluster.start_daemon()
+    # Started together (each takes seconds to load): no certificate; a stranger's; the cluster's.
+    bare = cluster.start_worker(env=plain, ready=False)
+    stranger = cluster.start_worker(env={**plain, "DASK_CONFIG": str(_dask_yaml(
+        tmp_path / "stranger-dask", pki / "stranger-ca.pem", pki / "stranger.pem", pki / "stranger.key"))},
+        ready=False)
+    member = cluster.start_worker(env={**plain, "DASK_CONFIG": str(_dask_yaml(
+        tmp_path / "dask", pki / "ca.pem", pki / "node.pem", pki / "node.key"))}, ready=False)
+    cluster.ready(member)
+    bare_log, stranger_log, member_log = (home.root / f"worker-{i}.log" for i in range(3))
+    assert bare.wait(timeout=60) == 2, bare_log.read_text()
+    text = bare_log.read_text()
+    assert "gives this worker no certificate: set distributed.comm.tls.ca-file" in text, text
+    assert "Traceback" not in text and "ready: worker" not in text, text
+    wait_until(lambda: "TLS handshake failed" in (home.root / "scheduler.log").read_text(), 60,
+               "the stranger's handshake to fail at the scheduler")
+    wait_until(lambda: "connected to the Dask scheduler" in home.log_text(), 30, "the daemon to connect")
+    _drop(home, videos, "a.mp4")
+    job = home.wait_status("a.mp4", timeout=90)
+    assert job["status"] == "completed" and job["attempts"] == 1, (job, cluster.logs())
+    assert "running here" in member_log.read_text(), cluster.logs()
+    text = stranger_log.read_text()  # still trying, never joined, took nothing
+    assert stranger.poll() is None and "running here" not in text and "ready: worker" not in text, text
+    assert not select.select([stranger.stdout], [], [], 0)[0], stranger.stdout.readline()  # no "is running jobs"
+    assert home.stop(daemon) == 0
+
+
+def test_a_tls_file_that_cannot_be_used_is_named_at_start(tmp_path):
+    """What `run` and `worker` check before they go near a tls:// scheduler (exit 2)."""
+    import dask
+
+    from forgesyte.daemon.clusterworker import tls_problem
+
+    missing, garbled = tmp_path / "node.key", tmp_path / "garbled.pem"
+    garbled.write_text("not a certificate\n")
+    tls = "distributed.comm.tls"
+    assert tls_problem("tcp://127.0.0.1:8786", "worker") is None
+    with dask.config.set({f"{tls}.ca-file": str(garbled), f"{tls}.worker.cert": str(garbled),
+                          f"{tls}.worker.key": str(missing)}):
+        assert tls_problem("tls://127.0.0.1:8786", "worker") == (
+            f"The TLS file {missing} (Dask setting {tls}.worker.key) for the scheduler at "
+            "tls://127.0.0.1:8786 does not exist or is not readable by this user.")
+        assert "gives this daemon no certificate" in tls_problem("tls://127.0.0.1:8786", "client")
+    with dask.config.set({f"{tls}.ca-file": str(garbled), f"{tls}.worker.cert": str(garbled),
+                          f"{tls}.worker.key": str(garbled)}):
+        problem = tls_problem("tls://127.0.0.1:8786", "worker")
+        assert problem.startswith("The TLS certificate configured for the Dask scheduler at tls://127.0.0.1:8786 "
+                                  "cannot be loaded: ") and problem.endswith("."), problem
+
+
+# -- No process outlives its job on the cluster either (issue 9, item 3) ------------------------
+
+def test_no_process_a_plugin_starts_outlives_its_job_on_a_cluster_worker(cluster, home, videos, tmp_path):
+    """tests/test_process_containment.py's spawner on a `forgesyte worker`: a plain child and a
+    double-forked setsid grandchild, both dead once the job completed, and once it timed out."""
+    from tests.test_process_containment import PLUGIN, _alive as _ours
+
+    folder = tmp_path / "spawner"
+    folder.mkdir()
+    (folder / "spawner_plugin.py").write_text(PLUGIN)
+    register_test_plugin(home, folder, "spawner", "spawner_plugin:Spawner")
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    marker = f"forgesyte-cluster-containment-{os.getpid()}-{time.monotonic_ns()}"
+    home.extra_env.update(FORGESYTE_TEST_PIDS=str(pids), FORGESYTE_TEST_MARKER=marker)
+    home.config.write_text(CONFIG + '\n[[rules]]\nmatch = "spawn/*"\nplugins = ["spawner"]\n')
+
+    def spawned(mode: str) -> tuple[int, int]:
+        _drop(home, videos, f"spawn/{mode}.mp4")
+        wait_until(lambda: (pids / f"{mode}.started").exists(), 60, f"the {mode} plugin to spawn\n{cluster.logs()}")
+        return int((pids / f"{mode}.child").read_text()), int((pids / f"{mode}.grandchild").read_text())
+
+    def dead(both: tuple[int, int], when: str) -> None:
+        for pid, what in zip(both, ("child", "setsid grandchild")):
+            wait_until(lambda pid=pid: not _ours(pid, marker), 15, f"the plugin's {what} ({pid}) to die {when}")
+
+    try:
+        cluster.start_scheduler()
+        daemon = cluster.start_daemon()
+        worker = cluster.start_worker()
+        done = spawned("complete")
+        job = home.wait_status("spawn/complete.mp4", timeout=60)
+        assert job["status"] == "completed", (job, cluster.logs())
+        dead(done, "after the job completed on the worker")
+
+        hung = spawned("timeout")
+        for pid in hung:  # really running, on the worker (the grandchild adopted by its subreaper)
+            assert _ours(pid, marker) and cluster.worker_of(pid) is worker, pid
+        job = home.wait_status("spawn/timeout.mp4", timeout=60)
+        assert job["status"] == "failed" and "did not finish within 5 s" in job["error"], job
+        dead(hung, "after the plugin timed out on the worker")
+        assert worker.poll() is None
+        assert "running here" in (home.root / "worker-0.log").read_text()
+        assert home.stop(daemon) == 0
+    finally:  # whatever the outcome, leave nothing behind on the machine
+        for pidfile in pids.glob("*child"):
+            pid = int(pidfile.read_text())
+            if _ours(pid, marker):
+                os.kill(pid, signal.SIGKILL)
