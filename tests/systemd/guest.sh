@@ -4,8 +4,9 @@
 # Drives the README's "Running under systemd" blocks literally (extracted by
 # readme_steps.py into $P/steps/NAME.sh), then checks what they should have
 # done, then the things the README promises but a reader would not try
-# (watchdog, sandboxed plugins, exit 2/3 not restarted, /tmp homes, cluster
-# units). One PASS/FAIL/SKIP line per check; INFO lines are measurements.
+# (watchdog, sandboxed plugins, exit 2/3 not restarted, /tmp homes), then the
+# README's "Units for a cluster" block, literally too. One PASS/FAIL/SKIP line
+# per check; INFO lines are measurements.
 set -u
 P=/root/payload                 # videos, steps/, the README's working directory
 W=$P/work                       # ./forgesyte (the checkout) and holiday.mp4, as in the README
@@ -63,6 +64,7 @@ step() {
 readme() {   # readme NAME: run the README's block NAME; true if every command succeeded
     STEP_FAILED=""
     echo "== README block '$1'" >> "$STEP_LOG"
+    [ -f "$P/steps/$1.sh" ] || { STEP_FAILED="README.md has no systemd-test block '$1'"; return 1; }
     cd "$W" || return 1
     # shellcheck disable=SC1090
     source "$P/steps/$1.sh"
@@ -299,32 +301,59 @@ fi
 systemctl stop forgesyte
 forgesyte --inbox $INBOX service install >/dev/null && systemctl daemon-reload
 
-# ------------------------------------------------------------------ cluster units (forgesyte worker on Dask)
+# ------------------------------------------------------------------ cluster units, as the README says
+# The README's 'cluster' block names two kinds of machine; this one guest plays both. What the
+# block takes as given is set up here: the scheduler's address on the loopback (the guest has a
+# network namespace of its own, and no iproute2: the ioctls ifconfig uses), the worker machine's
+# mount points of the shared folders (/srv/videos bind-mounted at /mnt/videos), and, once the
+# block has installed Dask, the scheduler (the daemon and the worker keep retrying until it is up).
+add_loopback_address() {   # add_loopback_address IP: IP/32 on lo, as `ip address add IP/32 dev lo`
+    python3 - "$1" <<'EOF'
+import fcntl, socket, struct, sys
+SIOCSIFADDR, SIOCSIFNETMASK = 0x8916, 0x891C
+def ifreq(addr):  # struct ifreq: the (alias) name, then a struct sockaddr_in
+    return struct.pack("16sH2x4s16x", b"lo:cluster", socket.AF_INET, socket.inet_aton(addr))
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    fcntl.ioctl(s, SIOCSIFADDR, ifreq(sys.argv[1]))
+    fcntl.ioctl(s, SIOCSIFNETMASK, ifreq("255.255.255.255"))
+EOF
+}
+WUNIT=/etc/systemd/system/forgesyte-worker.service
 t=$(now)
+# tcp://HOST:PORT and the --allow network, as the block's daemon line names them
+sched=$(grep -m1 -oE 'service install --scheduler tcp://[0-9.]+:[0-9]+' "$P/steps/cluster.sh" 2>/dev/null | sed 's|.*tcp://||')
+net=$(grep -m1 -E 'service install --scheduler' "$P/steps/cluster.sh" 2>/dev/null | grep -oE -- '--allow [0-9./]+' | cut -d' ' -f2)
+shost=${sched%:*}; sport=${sched#*:}
 if ! forgesyte worker --help >/dev/null 2>&1; then
     skip cluster-units "this checkout has no 'forgesyte worker' command yet"
-elif ! (cd $W && /opt/forgesyte/bin/pip install './forgesyte[cluster]' >>$STEP_LOG 2>&1 < /dev/null); then
-    fail cluster-units "pip install './forgesyte[cluster]' failed"; steplog
+elif [ -z "$sched" ]; then
+    fail cluster-units "README.md has no systemd-test block 'cluster' with 'service install --scheduler tcp://ADDR:PORT'"
+elif ! out=$(add_loopback_address "$shost" 2>&1); then
+    fail cluster-units "cannot give the guest the README's scheduler address $shost: $out"
 else
+    mkdir -p /mnt/videos && mount --bind $H /mnt/videos
+    ok_cluster=0; readme cluster && ok_cluster=1
     systemd-run --quiet --unit=dask-scheduler -p User=forgesyte -p DynamicUser=no \
-        /opt/forgesyte/bin/dask scheduler --host 127.0.0.1 --port 8786 --no-dashboard
-    forgesyte --inbox $INBOX --output $H/output service install --worker --scheduler tcp://127.0.0.1:8786 > /tmp/worker-install.log 2>&1
-    forgesyte --inbox $INBOX service install --scheduler tcp://127.0.0.1:8786 > /tmp/daemon-install.log 2>&1
-    systemctl daemon-reload
-    # The daemon first: it writes the cluster marker that a worker checks before it serves.
-    restart_clean
-    wait_until 30 test -f $H/output/.forgesyte-cluster/marker.json
-    systemctl start forgesyte-worker
+        /opt/forgesyte/bin/dask scheduler --host "$shost" --port "$sport" --no-dashboard
     drop v5.mp4 cluster.mp4
-    allow=$(grep '^IPAddressAllow=' $UNIT)
-    if wait_until 120 finished cluster.mp4 && [ "$(field cluster.mp4 status)" = completed ] \
-       && grep -q '^PrivateNetwork=no' /etc/systemd/system/forgesyte-worker.service && [ -n "$allow" ]; then
-        pass cluster-units "forgesyte-worker.service and the daemon's unit ($allow, AF_INET/AF_INET6 only) ran cluster.mp4 through a Dask scheduler: completed in $(( $(now) - t ))s"
+    allow=$(grep '^IPAddressAllow=' $UNIT); wallow=$(grep '^IPAddressAllow=' $WUNIT 2>/dev/null)
+    fam='RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6'
+    if [ $ok_cluster = 0 ]; then
+        fail cluster-units "README 'cluster' block: $STEP_FAILED" "$t"; steplog 12
+        jsince "$t" forgesyte-worker | tail -15 | sed 's/^/    worker| /'
+    elif wait_until 120 finished cluster.mp4 && [ "$(field cluster.mp4 status)" = completed ] \
+       && jsince "$t" forgesyte-worker | grep -q 'cluster.mp4: running here' \
+       && grep -qx 'PrivateNetwork=no' $UNIT && grep -qx 'PrivateNetwork=no' $WUNIT \
+       && grep -qxF "$fam" $UNIT && grep -qxF "$fam" $WUNIT \
+       && [ "$allow" = "IPAddressAllow=localhost $shost $net" ] && [ "$wallow" = "$allow" ]; then
+        pass cluster-units "README 'cluster' block: forgesyte-worker.service (through /mnt/videos) and the daemon's unit ($allow, AF_INET/AF_INET6 only) ran cluster.mp4 through the Dask scheduler at $sched: completed in $(( $(now) - t ))s"
     else
-        fail cluster-units "cluster.mp4: $(field cluster.mp4 status) $(field cluster.mp4 error); worker $(prop ActiveState forgesyte-worker)/$(prop Result forgesyte-worker)" "$t"
+        fail cluster-units "cluster.mp4: $(field cluster.mp4 status) $(field cluster.mp4 error); worker $(prop ActiveState forgesyte-worker)/$(prop Result forgesyte-worker); daemon '$allow', worker '$wallow'" "$t"
         jsince "$t" forgesyte-worker | tail -15 | sed 's/^/    worker| /'
     fi
-    systemctl stop forgesyte forgesyte-worker dask-scheduler 2>/dev/null
+    systemctl disable --now forgesyte-worker >/dev/null 2>&1
+    systemctl stop forgesyte dask-scheduler 2>/dev/null
+    umount /mnt/videos
     forgesyte --inbox $INBOX service install >/dev/null && systemctl daemon-reload
 fi
 

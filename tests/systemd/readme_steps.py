@@ -3,7 +3,7 @@
 A shell block in README.md preceded by `<!-- systemd-test: NAME -->` is step
 NAME. `python tests/systemd/readme_steps.py README.md OUTDIR` writes one
 script per step, OUTDIR/NAME.sh, for tests/systemd/guest.sh to run line by
-line; tests/test_systemd.py checks the blocks against what `service install`
+line; tests/test_service_install.py checks the blocks against what `service install`
 prints.
 """
 
