@@ -391,6 +391,19 @@ class _SaidOnce(logging.Filter):
         return not str(record.msg).startswith("Unable to connect to scheduler")
 
 
+class _OwnClose(logging.Filter):
+    """A heartbeat in flight when this worker closes itself (a clean stop, a refusal) fails
+    with the connection Dask is closing: expected, not an error, and no traceback in the log."""
+
+    def __init__(self, host: ChainHost):
+        super().__init__()
+        self.host = host
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.host.stopping and str(record.msg).startswith(
+            "Failed to communicate with scheduler during heartbeat"))
+
+
 def preflight(inbox: Path, output: Path) -> tuple[clustermarker.Identity, dict[str, dict[str, Any]]]:
     """At start: the daemon's identity from both folders' markers, and this machine's plugins
     (probed in a child process). Raises NotShared naming the folder, version or plugin."""
@@ -426,9 +439,12 @@ def serve(address: str, inbox: Path, output: Path, nprocs: int, log_level: int,
         name = f"forgesyte-{socket.gethostname()}-{os.getpid()}"
     host = ChainHost(inbox, output, nprocs, identity, __version__, available, log_level)
     _HOST = host
+    closing = _OwnClose(host)
+    logging.getLogger("distributed.worker").addFilter(closing)
     try:
         asyncio.run(_serve(address, host, nprocs, resource_name(identity.cluster), name))
     finally:
+        logging.getLogger("distributed.worker").removeFilter(closing)
         host.close()
         _HOST = None
     if host.fatal:
