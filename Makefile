@@ -1,5 +1,9 @@
 # `make run` and `make test` set up everything themselves (venv, installs, and as
 # root on Debian the few system packages some tests drive: rsync, faketime, espeak-ng).
+# bash with pipefail: pip's exit status survives the filter that quiets its notes.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
