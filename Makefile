@@ -21,19 +21,23 @@ APT_WAIT := -o DPkg::Lock::Timeout=300
 
 .PHONY: run test test-slow test-all test-systemd bench clean debs
 
+# One line per step instead of the commands themselves (pip's own errors still show).
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip $(QUIET)
+	@echo "creating $(VENV) with $(PYTHON)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) install --upgrade pip $(QUIET)
 
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
-	$(PIP) install -e . $(QUIET)
-	$(BIN)/python -c "import forgesyte"
-	touch $(STAMP)
+	@echo "installing forgesyte into $(VENV)"
+	@$(PIP) install -e . $(QUIET)
+	@$(BIN)/python -c "import forgesyte"
+	@touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP) setup.cfg
-	$(PIP) install -e '.[$(TEST_EXTRAS)]' $(QUIET)
-	$(BIN)/python -c "import pytest, forgesyte"
-	touch $(TEST_STAMP)
+	@echo "installing the test extras ($(TEST_EXTRAS)) into $(VENV)"
+	@$(PIP) install -e '.[$(TEST_EXTRAS)]' $(QUIET)
+	@$(BIN)/python -c "import pytest, forgesyte"
+	@touch $(TEST_STAMP)
 
 # Best effort: only as root with apt; a test whose tool is missing skips with the reason.
 debs:
