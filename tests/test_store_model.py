@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from forgesyte.storage import chunks
+from forgesyte.storage import index as index_module
 from forgesyte.storage import jobs as jobs_module
 from forgesyte.storage.ids import utc_now
 from forgesyte.storage.jobs import IllegalTransition, JobStore
@@ -29,9 +30,13 @@ KEYS = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=
 class StoreModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self._saved = (chunks.CHUNK_SIZE, jobs_module.CHUNK_SIZE, jobs_module.JOURNAL_LIMIT)
+        self._saved = (chunks.CHUNK_SIZE, jobs_module.CHUNK_SIZE, jobs_module.JOURNAL_LIMIT,
+                       index_module.COMPACT_AT, index_module.ROLL_STEP)
         chunks.CHUNK_SIZE = jobs_module.CHUNK_SIZE = 3
         jobs_module.JOURNAL_LIMIT = 16384  # a checkpoint every few flushes; the journal overlays chunks between
+        # The index's compaction rolls after a few entries, over a few checkpoints, and is cut
+        # off by crashes in between: readers must still find every input's newest job.
+        index_module.COMPACT_AT, index_module.ROLL_STEP = 2, 100
         # On a RAM disk where there is one: the fsyncs cost nothing, the files are the same.
         shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
         self.dir = Path(tempfile.mkdtemp(prefix="forgesyte-model-", dir=shm))
@@ -41,7 +46,8 @@ class StoreModel(RuleBasedStateMachine):
         self.pruned: set[str] = set()
 
     def teardown(self) -> None:
-        chunks.CHUNK_SIZE, jobs_module.CHUNK_SIZE, jobs_module.JOURNAL_LIMIT = self._saved
+        (chunks.CHUNK_SIZE, jobs_module.CHUNK_SIZE, jobs_module.JOURNAL_LIMIT,
+         index_module.COMPACT_AT, index_module.ROLL_STEP) = self._saved
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def ids(self, *statuses):

@@ -17,8 +17,19 @@ ids grow in creation order), a content's entry its first job, so applying a
 change twice is harmless. The writer holds the index in memory (~250 bytes
 per input) and appends the changes of each checkpoint (before the manifest
 that commits the checkpoint, so the index always covers at least the
-manifest's generation; the open journal is replayed on top). Every
-COMPACT_AT logged entries it rewrites the buckets and starts a new log.
+manifest's generation; the open journal is replayed on top).
+
+Compaction rolls: once the log holds COMPACT_AT entries (or a tenth of the
+index, whichever is more), each following checkpoint rewrites the next
+ROLL_STEP buckets at its generation, so no single checkpoint rewrites the
+whole index (that was 1.8 s at 100,000 inputs, during which the daemon's
+loop dispatched nothing). When every bucket has been rewritten, the log is
+cut to the records newer than the oldest bucket. Buckets may therefore be of
+different generations, each between the log's base and its last record;
+applying a record a bucket already holds changes nothing (entries only move
+forward). Readers read the log before the bucket: a bucket read later is
+never older than the log's base, so a rotation or a cut between the two
+reads cannot hide a change.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from forgesyte.storage.tinystore import read_document, read_raw, write_document
 
 BUCKETS = 256
 COMPACT_AT = 5_000
+ROLL_STEP = 16  # buckets rewritten per checkpoint while a compaction rolls
 INDEX_DIR = "index"
 LOG = "log.log"
 BUCKET_FORMAT, LOG_FORMAT, VERSION = "forgesyte-index-bucket", "forgesyte-index-log", 1
@@ -112,9 +124,11 @@ def _read_log(folder: Path, needle: bytes | None = None) -> tuple[int, list[dict
 def lookup_input(state_dir: Path | str, input_key: str) -> IndexEntry | None:
     """For readers: one bucket, overlaid with the logged changes. Raises IndexDamaged."""
     folder = Path(state_dir) / INDEX_DIR
+    # The log first: the writer may cut it right after rewriting buckets, and a bucket read
+    # after the log is never older than the log's base (see the module docstring).
+    logged = _read_log(folder, json.dumps(input_key, ensure_ascii=False).encode("utf-8", "surrogateescape"))
     bucket = _read_bucket(folder, bucket_of(input_key))
     entry = (bucket or {}).get("inputs", {}).get(input_key)
-    logged = _read_log(folder, json.dumps(input_key, ensure_ascii=False).encode("utf-8", "surrogateescape"))
     for record in logged[1] if logged else ():
         candidate = record.get("i", {}).get(input_key)
         if candidate is not None and (entry is None or entry[0] <= candidate[0]):
@@ -131,8 +145,10 @@ class Index:
         self._shas: list[dict[str, str]] = [{} for _ in range(BUCKETS)]
         self._changed_inputs: dict[str, IndexEntry] = {}
         self._changed_shas: dict[str, str] = {}
-        self._logged = 0  # entries in the log since the buckets were written
+        self._logged = 0  # entries in the log (what the next cut may drop)
         self._fresh = False  # the files on disk are not (yet) this index: write them whole
+        self._bucket_gen = [0] * BUCKETS  # the generation each bucket file was written at
+        self._cursor: int | None = None  # the next bucket a rolling compaction rewrites
 
     # -- loading -------------------------------------------------------------------
     @classmethod
@@ -168,6 +184,7 @@ class Index:
         for number, bucket in enumerate(buckets):
             index._inputs[number] = bucket["inputs"]
             index._shas[number] = bucket["shas"]
+            index._bucket_gen[number] = bucket["gen"]
         for record in records:
             for key, entry in record.get("i", {}).items():
                 index._apply_input(key, entry)
@@ -237,18 +254,51 @@ class Index:
         recordlog.append(self.dir / LOG, [{"gen": gen, "i": self._changed_inputs, "s": self._changed_shas}])
         self._logged += len(self._changed_inputs) + len(self._changed_shas)
         self._changed_inputs, self._changed_shas = {}, {}
-        if self._logged >= max(COMPACT_AT, len(self) // 10):  # rewriting all buckets stays ~10% of writes
-            self.compact(gen)
+        if self._cursor is None and self._logged >= max(COMPACT_AT, len(self) // 10):
+            self._cursor = 0  # rewriting every bucket once per rotation stays ~10% of writes
+        if self._cursor is not None:
+            self._roll(gen)
+
+    def _write_bucket(self, number: int, gen: int) -> None:
+        write_document(self.dir / bucket_name(number), BUCKET_FORMAT, VERSION,
+                       {"gen": gen, "inputs": self._inputs[number], "shas": self._shas[number]})
+        self._bucket_gen[number] = gen
+
+    def _roll(self, gen: int) -> None:
+        """The next ROLL_STEP buckets at `gen` (after the log has `gen`'s record); once all
+        are rewritten, the log loses what every bucket holds."""
+        end = min(self._cursor + ROLL_STEP, BUCKETS)
+        for number in range(self._cursor, end):
+            self._write_bucket(number, gen)
+        self._cursor = None if end == BUCKETS else end
+        if self._cursor is None:
+            self._cut_log()
+
+    def _cut_log(self) -> None:
+        """Rewrite the log with only the records newer than the oldest bucket (atomically:
+        a crash leaves the longer log, which is just as true)."""
+        base = min(self._bucket_gen)
+        try:
+            logged = _read_log(self.dir)
+        except IndexDamaged:
+            logged = None
+        if logged is None:  # damaged under us (the writer's memory is the truth): start over
+            self.compact(max(self._bucket_gen))
+            return
+        keep = [r for r in logged[1] if r.get("gen", base) > base]
+        header = recordlog.encode({"format": LOG_FORMAT, "version": VERSION, "base": base})
+        atomic_write_bytes(self.dir / LOG, header + b"".join(recordlog.encode(r) for r in keep))
+        self._logged = sum(len(r.get("i", {})) + len(r.get("s", {})) for r in keep)
 
     def compact(self, gen: int) -> None:
-        """Every bucket at `gen`, then an empty log based on it."""
+        """Every bucket at `gen`, then an empty log based on it (a new or rebuilt index)."""
         os.makedirs(self.dir, mode=0o750, exist_ok=True)
         for number in range(BUCKETS):
-            write_document(self.dir / bucket_name(number), BUCKET_FORMAT, VERSION,
-                           {"gen": gen, "inputs": self._inputs[number], "shas": self._shas[number]})
+            self._write_bucket(number, gen)
         atomic_write_bytes(self.dir / LOG, recordlog.encode({"format": LOG_FORMAT, "version": VERSION,
                                                              "base": gen}))
         self._logged = 0
         self._fresh = False
+        self._cursor = None
         self._changed_inputs, self._changed_shas = {}, {}
 
