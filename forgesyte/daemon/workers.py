@@ -38,14 +38,18 @@ def _host_main(conn: Connection, inbox_root: str, output_root: str, log_level: i
     stopping: list[bool] = []
 
     def on_term(signum, _frame):
-        # Once: PDEATHSIG comes again each time the kernel re-parents us while the daemon's
-        # threads die one by one, and a second SystemExit inside the cleanup below would
-        # leave the worker's children to init.
+        # The cleanup happens here, not in the code the signal interrupts: the pool sends
+        # SIGTERM right after it SIGKILLs the worker, so it often lands while the main
+        # thread is already in kill_descendants below, and an exception raised there would
+        # leave what escaped the worker's group (a setsid grandchild) to init. Once:
+        # PDEATHSIG comes again each time the kernel re-parents us while the daemon's
+        # threads die one by one.
         if stopping:
             return
         stopping.append(True)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise SystemExit(0)
+        reaper.kill_descendants()
+        os._exit(0)
 
     signal.signal(signal.SIGTERM, on_term)
     if os.getppid() == 1:  # the daemon died before we got here
@@ -62,17 +66,13 @@ def _host_main(conn: Connection, inbox_root: str, output_root: str, log_level: i
             os._exit(code)
     conn.close()
     status = 0
-    try:
-        while True:
-            try:
-                done, status = os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-            if done == pid:
-                break
-    except SystemExit:
-        reaper.kill_descendants()
-        os._exit(0)
+    while True:
+        try:
+            done, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        if done == pid:
+            break
     reaper.kill_descendants()
     if os.WIFSIGNALED(status):
         # Die the way the worker died, so the pool can say "killed by SIGSEGV".
