@@ -21,7 +21,7 @@ manifest's generation; the open journal is replayed on top).
 
 Compaction rolls: once the log holds COMPACT_AT entries (or a tenth of the
 index, whichever is more), each following checkpoint rewrites the next
-ROLL_STEP buckets at its generation, so no single checkpoint rewrites the
+ROLL_STEP (32) buckets at its generation, so no single checkpoint rewrites the
 whole index (that was 1.8 s at 100,000 inputs, during which the daemon's
 loop dispatched nothing). When every bucket has been rewritten, the log is
 cut to the records newer than the oldest bucket. Buckets may therefore be of
@@ -47,7 +47,7 @@ from forgesyte.storage.tinystore import read_document, read_raw, write_document
 
 BUCKETS = 256
 COMPACT_AT = 5_000
-ROLL_STEP = 16  # buckets rewritten per checkpoint while a compaction rolls
+ROLL_STEP = 32  # buckets rewritten per checkpoint while a compaction rolls (a turn: 8 checkpoints)
 INDEX_DIR = "index"
 LOG = "log.log"
 BUCKET_FORMAT, LOG_FORMAT, VERSION = "forgesyte-index-bucket", "forgesyte-index-log", 1
@@ -276,19 +276,30 @@ class Index:
 
     def _cut_log(self) -> None:
         """Rewrite the log with only the records newer than the oldest bucket (atomically:
-        a crash leaves the longer log, which is just as true)."""
+        a crash leaves the longer log, which is just as true). Line by line, the kept lines
+        as they are: no list of every record in memory."""
         base = min(self._bucket_gen)
         try:
-            logged = _read_log(self.dir)
-        except IndexDamaged:
-            logged = None
-        if logged is None:  # damaged under us (the writer's memory is the truth): start over
-            self.compact(max(self._bucket_gen))
+            raw = read_raw(self.dir / LOG, rel(LOG))
+        except (FileNotFoundError, StateError):
+            raw = b""
+        lines = raw.split(b"\n")
+        header = recordlog.decode(lines[0]) if len(lines) > 1 and lines[-1] == b"" else None
+        kept, logged = [recordlog.encode({"format": LOG_FORMAT, "version": VERSION, "base": base})], 0
+        for line in lines[1:-1] if header is not None and header.get("format") == LOG_FORMAT else ():
+            record = recordlog.decode(line)
+            if record is None:
+                header = None
+                break
+            if record.get("gen", base) > base:
+                kept.append(line + b"\n")
+                logged += len(record.get("i", {})) + len(record.get("s", {}))
+        if header is None or header.get("format") != LOG_FORMAT:
+            self.compact(max(self._bucket_gen))  # damaged under us: the writer's memory is the truth
             return
-        keep = [r for r in logged[1] if r.get("gen", base) > base]
-        header = recordlog.encode({"format": LOG_FORMAT, "version": VERSION, "base": base})
-        atomic_write_bytes(self.dir / LOG, header + b"".join(recordlog.encode(r) for r in keep))
-        self._logged = sum(len(r.get("i", {})) + len(r.get("s", {})) for r in keep)
+        del lines
+        atomic_write_bytes(self.dir / LOG, b"".join(kept))
+        self._logged = logged
 
     def compact(self, gen: int) -> None:
         """Every bucket at `gen`, then an empty log based on it (a new or rebuilt index)."""
