@@ -123,7 +123,7 @@ def _request(home) -> Path:
     path = home.state / "requests" / "0123456789abcdef0123456789abcdef.json"
     if not path.exists():
         path.parent.mkdir(exist_ok=True)
-        from forgesyte.daemon.mailbox import encode_request
+        from forgesyte.storage.requests import encode_request
 
         path.write_bytes(encode_request({"op": "why", "key": "cam0/clip000.webm"}))
     return path

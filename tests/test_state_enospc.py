@@ -179,14 +179,15 @@ def test_a_request_to_the_daemon_on_a_full_disk_is_an_error_not_half_a_request(s
     byte is now checked written before the rename: the sender gets a sentence, and nothing
     named like a request (or a temp file) is left behind."""
     from forgesyte.daemon import mailbox
+    from forgesyte.storage import requests
 
     state = small_disk / "state"
-    folder = state / mailbox.REQUESTS_DIR
+    folder = state / requests.REQUESTS_DIR
     folder.mkdir(parents=True)
     request = {"op": "why", "key": "x" * 20000}  # five pages, one left on the disk
     fill(small_disk, leave=4096)
     with pytest.raises(OSError) as raised:
-        mailbox._write(folder / "a.json", mailbox.encode_request(request), 0o640)
+        mailbox._write(folder / "a.json", requests.encode_request(request), 0o640)
     assert raised.value.errno == errno.ENOSPC
     assert os.listdir(folder) == []  # no half request, no temp file
     with pytest.raises(mailbox.MailboxError, match=r"^The request to the daemon could not be written to "
@@ -194,5 +195,5 @@ def test_a_request_to_the_daemon_on_a_full_disk_is_an_error_not_half_a_request(s
         mailbox.send(state, request, timeout=1)
     assert os.listdir(folder) == []
     free(small_disk)
-    mailbox._write(folder / "a.json", mailbox.encode_request(request), 0o640)  # with room again, it works
-    assert mailbox.decode_request((folder / "a.json").read_bytes(), "a.json") == request
+    mailbox._write(folder / "a.json", requests.encode_request(request), 0o640)  # with room again, it works
+    assert requests.decode_request((folder / "a.json").read_bytes(), "a.json") == request

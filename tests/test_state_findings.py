@@ -162,23 +162,21 @@ def test_a_request_that_does_not_verify_is_answered_never_obeyed_and_kept(tmp_pa
     forgesyte-request document of this version is answered with a sentence naming it, its
     handler never runs, and the file goes to quarantine/ instead of being deleted."""
     from forgesyte.daemon import mailbox
+    from forgesyte.storage import requests
 
     state = tmp_path / "state"
     (state / "requests").mkdir(parents=True)
     if content == "checksum":
-        raw = bytearray(mailbox.encode_request({"op": "retry", "job": "x.mp4"}))
+        raw = bytearray(requests.encode_request({"op": "retry", "job": "x.mp4"}))
         raw[-3] ^= 0x01
         content = bytes(raw)
     elif content == "version":
-        content = encode_document(mailbox.REQUEST_FORMAT, mailbox.MAILBOX_VERSION + 1, {"op": "retry"})
+        content = encode_document(requests.REQUEST_FORMAT, requests.VERSION + 1, {"op": "retry"})
     (state / "requests" / "r1.json").write_bytes(content)
     obeyed = []
     assert mailbox.serve(state, lambda request: obeyed.append(request) or {"ok": True}) == 1
     assert obeyed == []
-    from forgesyte.storage.tinystore import decode_document
-
-    reply = decode_document((state / "requests" / "r1.reply").read_bytes(), "r1.reply",
-                            mailbox.REPLY_FORMAT, mailbox.MAILBOX_VERSION)
+    reply = requests.decode_reply((state / "requests" / "r1.reply").read_bytes(), "r1.reply")
     assert reply["ok"] is False and "requests/r1.json" in reply["error"], reply
     assert "\n" not in reply["error"] and "Traceback" not in reply["error"]
     assert not (state / "requests" / "r1.json").exists()

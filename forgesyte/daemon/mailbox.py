@@ -30,12 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from forgesyte.storage.atomic import ShortWrite, fsync_dir, write_all
+from forgesyte.storage.atomic import atomic_write_bytes
 from forgesyte.storage.errors import StateDamaged, UnknownFormat
-from forgesyte.storage.tinystore import decode_document, encode_document
-
-REQUESTS_DIR = "requests"
-REQUEST_FORMAT, REPLY_FORMAT, MAILBOX_VERSION = "forgesyte-request", "forgesyte-reply", 1
+from forgesyte.storage.requests import REQUESTS_DIR, decode_reply, decode_request, encode_reply, encode_request
 
 log = logging.getLogger("forgesyte.daemon")
 
@@ -62,29 +59,17 @@ def _dir(state_dir: Path | str) -> Path:
     return path
 
 
-def encode_request(request: dict[str, Any]) -> bytes:
-    return encode_document(REQUEST_FORMAT, MAILBOX_VERSION, request)
-
-
-def decode_request(raw: bytes, name: str) -> dict[str, Any]:
-    """The verified request; StateDamaged or UnknownFormat (a sentence naming `name`) otherwise."""
-    request = decode_document(raw, name, REQUEST_FORMAT, MAILBOX_VERSION)
-    if not isinstance(request, dict):
-        raise StateDamaged(name, "is not a request (not a JSON object)")
-    return request
-
-
 def _write(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None = None) -> int:
-    """Atomically write `document` with exactly `mode` (not the umask's), handed to `owner`.
-    Every byte is checked written before the rename (OSError otherwise, e.g. ENOSPC), so
-    neither side ever reads half a request or half a reply.
+    """Atomically write `data` with exactly `mode` (not the umask's), handed to `owner`;
+    every byte is checked written before the rename (atomic.py), so neither side ever
+    reads half a request or half a reply.
 
     Returns the mode the file got: without root, the owner cannot be changed,
     and a file the daemon's group cannot read is made world-readable instead.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # a dot: serve() never picks it up
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
+    got = [mode]
+
+    def hand_over(fd: int) -> None:
         if owner is not None:
             try:
                 os.fchown(fd, *owner)
@@ -92,23 +77,11 @@ def _write(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None = N
                 try:
                     os.fchown(fd, -1, owner[1])  # allowed when we are in the daemon's group
                 except PermissionError:
-                    mode |= 0o004
-        os.fchmod(fd, mode)
-        write_all(fd, data)  # every byte, or an error (a full disk): never half a request
-        os.fsync(fd)
-        if os.fstat(fd).st_size != len(data):
-            raise ShortWrite()
-    except BaseException:
-        os.close(fd)
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    return mode
+                    got[0] |= 0o004
+        os.fchmod(fd, got[0])
+
+    atomic_write_bytes(path, data, 0o600, prepare=hand_over)  # a dot name: serve() never picks it up
+    return got[0]
 
 
 def send(state_dir: Path | str, request: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
@@ -133,12 +106,9 @@ def send(state_dir: Path | str, request: dict[str, Any], timeout: float = 15.0) 
             continue
         os.unlink(reply)
         try:
-            answer = decode_document(raw, f"{REQUESTS_DIR}/{reply.name}", REPLY_FORMAT, MAILBOX_VERSION)
+            return decode_reply(raw, f"{REQUESTS_DIR}/{reply.name}")
         except (StateDamaged, UnknownFormat) as exc:
             raise MailboxError(f"The daemon's reply could not be read: {exc}") from None
-        if not isinstance(answer, dict):
-            raise MailboxError("The daemon's reply could not be read: it is not a JSON object.")
-        return answer
     try:
         os.unlink(folder / f"{rid}.json")
     except FileNotFoundError:
@@ -176,7 +146,7 @@ def serve(state_dir: Path | str, handle: Callable[[dict[str, Any]], dict[str, An
         else:
             answer = handle(request)
         try:
-            _write(folder / f"{rid}.reply", encode_document(REPLY_FORMAT, MAILBOX_VERSION, answer), mode)
+            _write(folder / f"{rid}.reply", encode_reply(answer), mode)
         except OSError as exc:  # a full disk: the request was handled; its sender times out with a sentence
             log.warning("could not write the reply to request %s (%s)", rid, exc.strerror or exc)
         try:

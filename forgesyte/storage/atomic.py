@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +58,16 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
-def atomic_write_bytes(path: Path | str, data: bytes, mode: int = 0o640) -> None:
+def atomic_write_bytes(path: Path | str, data: bytes, mode: int = 0o640,
+                       prepare: Callable[[int], None] | None = None) -> None:
+    """`prepare(fd)`: called on the temp file before the bytes go in (e.g. to hand it to
+    another owner with an exact mode, as the mailbox does)."""
     path = Path(path)
     tmp = temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        if prepare is not None:
+            prepare(fd)
         write_all(fd, data)
         os.fsync(fd)
         if os.fstat(fd).st_size != len(data):

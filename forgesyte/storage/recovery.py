@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forgesyte.storage import chunks, fingerprints, journal, recordlog
+from forgesyte.storage import chunks, fingerprints, journal, recordlog, requests
 from forgesyte.storage.atomic import TMP_SUFFIX, fsync_dir
 from forgesyte.storage.chunks import JOBS_DIR, MANIFEST, Manifest
 from forgesyte.storage.errors import StateDamaged, StateError, UnknownFormat
@@ -45,7 +45,6 @@ from forgesyte.storage.events import VERSION as EVENTS_VERSION
 from forgesyte.storage.ids import utc_now
 from forgesyte.storage.index import INDEX_DIR, Index, IndexDamaged
 from forgesyte.storage.snapshot import V1_FILE, Snapshot, journal_path, read_snapshot
-from forgesyte.storage.tinystore import decode_document
 
 log = logging.getLogger("forgesyte.storage")
 
@@ -249,21 +248,21 @@ def _inspect_events(state_dir: Path, result: Inspection, whole: bool) -> None:
 
 
 def _inspect_requests(state_dir: Path, result: Inspection) -> None:
-    folder = state_dir / "requests"
+    folder = state_dir / requests.REQUESTS_DIR
     for name in _listing(folder):
         path = folder / name
         if path.is_dir() or (name.endswith(".json") and not name.startswith(".") and not _loads(path)):
-            result.add(f"requests/{name}", "is not a request the daemon can read", AUTO, "moved to quarantine/")
+            result.add(f"{requests.REQUESTS_DIR}/{name}", "is not a request the daemon can read", AUTO, "moved to quarantine/")
 
 
 def _loads(path: Path) -> bool:
-    """A request the daemon can read: a verified forgesyte-request document holding an object
-    (the format daemon/mailbox.py writes; spelt out here because storage imports no daemon)."""
+    """A request the daemon can read (the check the mailbox makes before obeying one)."""
     try:
         with open(path, "rb") as fh:
-            return isinstance(decode_document(fh.read(), path.name, "forgesyte-request", 1), dict)
+            requests.decode_request(fh.read(), path.name)
     except (OSError, StateDamaged, UnknownFormat):
         return False
+    return True
 
 
 REQUIRED = {"id": str, "input": str, "status": str}
