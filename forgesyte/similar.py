@@ -28,23 +28,14 @@ from typing import Any, Iterable
 import numpy as np
 
 from forgesyte.storage import fingerprints
-from forgesyte.storage.fingerprints import (  # noqa: F401  (the index's names, for callers of this module)
-    FORMAT, INDEX_DIR, INDEX_FILE, PLUGIN, VERSION, IndexDamaged, entries_from_results, entry_of, index_path,
-    read_index,
+from forgesyte.storage.fingerprints import (  # noqa: F401  (FORMAT: for callers of this module)
+    FORMAT, PLUGIN, IndexDamaged, entries_from_results, index_path, read_index,
 )
 
 log = logging.getLogger("forgesyte.similar")
 
 DEFAULT_MAX_DISTANCE = 10.0
 MAX_HASHES = 4000  # longer rows are thinned evenly before comparing (cost is rows x rows)
-
-
-def rebuild(state_dir: Path | str, jobs: Iterable[dict[str, Any]], results) -> int:
-    """Write the index afresh from the results documents of `jobs` (the file it replaces
-    goes to quarantine/); returns how many jobs it holds."""
-    from forgesyte.storage.recovery import rebuild_fingerprints
-
-    return rebuild_fingerprints(state_dir, jobs, results)
 
 
 # -- writing (the daemon) ----------------------------------------------------------------
