@@ -280,24 +280,23 @@ class Index:
         as they are: no list of every record in memory."""
         base = min(self._bucket_gen)
         try:
-            raw = read_raw(self.dir / LOG, rel(LOG))
+            lines = read_raw(self.dir / LOG, rel(LOG)).split(b"\n")
         except (FileNotFoundError, StateError):
-            raw = b""
-        lines = raw.split(b"\n")
-        header = recordlog.decode(lines[0]) if len(lines) > 1 and lines[-1] == b"" else None
+            lines = [b""]
+        header = recordlog.decode(lines[0]) if lines[-1] == b"" else None  # a torn tail: not ours
+        intact = header is not None and header.get("format") == LOG_FORMAT
         kept, logged = [recordlog.encode({"format": LOG_FORMAT, "version": VERSION, "base": base})], 0
-        for line in lines[1:-1] if header is not None and header.get("format") == LOG_FORMAT else ():
+        for line in lines[1:-1] if intact else ():
             record = recordlog.decode(line)
             if record is None:
-                header = None
+                intact = False
                 break
             if record.get("gen", base) > base:
                 kept.append(line + b"\n")
                 logged += len(record.get("i", {})) + len(record.get("s", {}))
-        if header is None or header.get("format") != LOG_FORMAT:
-            self.compact(max(self._bucket_gen))  # damaged under us: the writer's memory is the truth
+        if not intact:  # damaged under us: the writer's memory is the truth
+            self.compact(max(self._bucket_gen))
             return
-        del lines
         atomic_write_bytes(self.dir / LOG, b"".join(kept))
         self._logged = logged
 
