@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Home, register_test_plugin, wait_until
+from tests.conftest import Home, wait_until
 
 try:
     import distributed  # noqa: F401
@@ -800,16 +800,10 @@ def test_a_tls_file_that_cannot_be_used_is_named_at_start(tmp_path):
 def test_no_process_a_plugin_starts_outlives_its_job_on_a_cluster_worker(cluster, home, videos, tmp_path):
     """tests/test_process_containment.py's spawner on a `forgesyte worker`: a plain child and a
     double-forked setsid grandchild, both dead once the job completed, and once it timed out."""
-    from tests.test_process_containment import PLUGIN, _alive as _ours
+    from tests.test_process_containment import _alive as _ours
+    from tests.test_process_containment import install_spawner, kill_leftovers
 
-    folder = tmp_path / "spawner"
-    folder.mkdir()
-    (folder / "spawner_plugin.py").write_text(PLUGIN)
-    register_test_plugin(home, folder, "spawner", "spawner_plugin:Spawner")
-    pids = tmp_path / "pids"
-    pids.mkdir()
-    marker = f"forgesyte-cluster-containment-{os.getpid()}-{time.monotonic_ns()}"
-    home.extra_env.update(FORGESYTE_TEST_PIDS=str(pids), FORGESYTE_TEST_MARKER=marker)
+    pids, marker = install_spawner(home, tmp_path)
     home.config.write_text(CONFIG + '\n[[rules]]\nmatch = "spawn/*"\nplugins = ["spawner"]\n')
 
     def spawned(mode: str) -> tuple[int, int]:
@@ -839,8 +833,5 @@ def test_no_process_a_plugin_starts_outlives_its_job_on_a_cluster_worker(cluster
         assert worker.poll() is None
         assert "running here" in (home.root / "worker-0.log").read_text()
         assert home.stop(daemon) == 0
-    finally:  # whatever the outcome, leave nothing behind on the machine
-        for pidfile in pids.glob("*child"):
-            pid = int(pidfile.read_text())
-            if _ours(pid, marker):
-                os.kill(pid, signal.SIGKILL)
+    finally:
+        kill_leftovers(pids, marker)

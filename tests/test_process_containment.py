@@ -68,27 +68,37 @@ def _alive(pid: int, marker: str) -> bool:
     return state != "Z" and marker.encode() in cmdline
 
 
-@pytest.fixture
-def spawner(home, tmp_path):
-    if not os.path.exists("/proc/self/task"):
-        pytest.skip("needs Linux /proc (the worker finds its descendants there)")
-    folder = tmp_path / "plugin"
-    folder.mkdir()
-    (folder / "spawner_plugin.py").write_text(PLUGIN)
-    register_test_plugin(home, folder, "spawner", "spawner_plugin:Spawner")
-    pids = tmp_path / "pids"
+def install_spawner(home, folder: Path) -> tuple[Path, str]:
+    """The spawner plugin, registered for `home` (files under `folder`): the folder its
+    processes write their pids into, and the marker in their command lines."""
+    (folder / "plugin").mkdir()
+    (folder / "plugin" / "spawner_plugin.py").write_text(PLUGIN)
+    register_test_plugin(home, folder / "plugin", "spawner", "spawner_plugin:Spawner")
+    pids = folder / "pids"
     pids.mkdir()
     marker = f"forgesyte-containment-{uuid.uuid4().hex}"
     home.extra_env.update(FORGESYTE_TEST_PIDS=str(pids), FORGESYTE_TEST_MARKER=marker)
-    home.config.write_text(
-        "settle_seconds = 0.3\nscan_interval = 60\nstop_grace = 0.5\nplugin_timeout = 4\n"
-        'plugins = ["spawner"]\nworkers = 2\n')
-    yield pids, marker
-    # Whatever the outcome, leave nothing behind on the machine.
+    return pids, marker
+
+
+def kill_leftovers(pids: Path, marker: str) -> None:
+    """Whatever a test's outcome, leave none of the spawner's processes on the machine."""
     for pidfile in pids.glob("*child"):
         pid = int(pidfile.read_text())
         if _alive(pid, marker):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def spawner(home, tmp_path):
+    if not os.path.exists("/proc/self/task"):
+        pytest.skip("needs Linux /proc (the worker finds its descendants there)")
+    pids, marker = install_spawner(home, tmp_path)
+    home.config.write_text(
+        "settle_seconds = 0.3\nscan_interval = 60\nstop_grace = 0.5\nplugin_timeout = 4\n"
+        'plugins = ["spawner"]\nworkers = 2\n')
+    yield pids, marker
+    kill_leftovers(pids, marker)
 
 
 def _start_job(home, videos, pids: Path, mode: str) -> tuple[int, int]:
