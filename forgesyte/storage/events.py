@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from forgesyte.storage import recordlog
-from forgesyte.storage.errors import StateDamaged
+from forgesyte.storage.errors import StateDamaged, StateError
 
 EVENTS_DIR = "events"
 CURRENT = "events.log"
@@ -89,12 +89,10 @@ class EventLog:
 
 
 def _check_header(path: Path, record: dict[str, Any] | None) -> None:
-    name = f"{EVENTS_DIR}/{path.name}"
-    if record is None or record.get("format") != FORMAT:
-        raise EventLogError(name, "does not start with its ForgeSyte header")
-    if record.get("version") != VERSION:
-        raise EventLogError(name, f"has format version {record.get('version')!r} and this ForgeSyte "
-                            f"reads version {VERSION}")
+    try:
+        recordlog.check_header(f"{EVENTS_DIR}/{path.name}", record, FORMAT, VERSION)
+    except StateError as exc:  # the event log's own error: it says how the log recovers
+        raise EventLogError(exc.name, exc.problem) from None
 
 
 def _read_from(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 from forgesyte.storage import recordlog
 from forgesyte.storage.atomic import atomic_write_bytes
-from forgesyte.storage.errors import StateDamaged
+from forgesyte.storage.errors import StateDamaged, StateError
 
 INDEX_DIR = "similar"
 INDEX_FILE = "fingerprints.log"
@@ -38,6 +38,13 @@ class IndexDamaged(StateDamaged):
         super().__init__(REL, problem, HINT)
 
 
+def _check_header(record: dict[str, Any] | None) -> None:
+    try:
+        recordlog.check_header(REL, record, FORMAT, VERSION)
+    except StateError as exc:
+        raise IndexDamaged(exc.problem) from None
+
+
 def index_path(state_dir: Path | str) -> Path:
     return Path(state_dir) / INDEX_DIR / INDEX_FILE
 
@@ -53,11 +60,10 @@ def problem_of(state_dir: Path | str, whole: bool = True) -> str | None:
         return None
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
-    header = recordlog.decode(first[:-1]) if first.endswith(b"\n") else None
-    if header is None or header.get("format") != FORMAT:
-        return "does not start with its ForgeSyte header"
-    if header.get("version") != VERSION:
-        return f"has format version {header.get('version')!r} and this ForgeSyte reads version {VERSION}"
+    try:
+        _check_header(recordlog.decode(first[:-1]) if first.endswith(b"\n") else None)
+    except IndexDamaged as exc:
+        return exc.problem
     if start:
         raw = raw[raw.find(b"\n") + 1:]
     scan = recordlog.scan_all(raw, needle=b"\n")  # checksums only: no line contains a newline
@@ -77,11 +83,7 @@ def read_index(state_dir: Path | str) -> list[dict[str, Any]]:
         records, good_end, size = recordlog.read(path)
     except OSError as exc:
         raise IndexDamaged(f"cannot be read ({exc.strerror or exc})") from None
-    if not records or records[0].get("format") != FORMAT:
-        raise IndexDamaged("does not start with its ForgeSyte header")
-    if records[0].get("version") != VERSION:
-        raise IndexDamaged(f"has format version {records[0].get('version')!r} and this ForgeSyte "
-                           f"reads version {VERSION}")
+    _check_header(records[0] if records else None)
     if good_end != size:
         raise IndexDamaged(f"is damaged at byte {good_end}")
     return [r for r in records[1:] if isinstance(r.get("hashes"), list) and "job_id" in r]
